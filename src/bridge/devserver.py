@@ -1,0 +1,566 @@
+"""Build and run a real, local LiveKit server for tests, benchmarks and local development.
+
+Why a real server: the bridge's behaviour under reconnects, kills and restarts can only be
+trusted when measured against the actual SFU, not a fake. This module therefore:
+
+* builds ``livekit-server`` once with ``go install`` (pinned to :data:`LIVEKIT_SERVER_VERSION`)
+  and caches the binary under :func:`cache_dir`, rebuilding only when it is missing;
+* runs it as a subprocess with a config rendered from ``bridge/resources/livekit-dev.yaml``
+  that keeps everything on loopback (signal API, ICE candidates, UDP mux, STUN): no packet
+  leaves 127.0.0.1;
+* uses dev keys only (a fixed, public secret): never point it at anything real.
+
+It is deliberately synchronous (plain ``subprocess`` and ``urllib``) so test fixtures written
+for any async framework, and plain scripts, can use it.
+
+CLI::
+
+    python -m bridge.devserver build          # build (or find) the binary, print its path
+    python -m bridge.devserver run [--port N] # run until Ctrl-C / SIGTERM
+    python -m bridge.devserver token ID ROOM  # a dev-key token for the local server
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.resources
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import types
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+
+LIVEKIT_SERVER_VERSION = "v1.13.5"
+LIVEKIT_SERVER_MODULE = "github.com/livekit/livekit-server/cmd/server"
+
+# Public dev credentials: only ever used for a server bound to loopback.
+DEV_API_KEY = "devkey"
+DEV_API_SECRET = "livekit-bridge-dev-secret-not-for-production-use"
+
+LOOPBACK = "127.0.0.1"
+
+# The server refuses nothing shorter, but logs an error for secrets under 32 characters.
+_MIN_SECRET_LEN = 32
+# Key and secret are written unquoted into YAML: keep them to characters YAML reads literally.
+_CREDENTIAL_RE = re.compile(r"[A-Za-z0-9_.\-]+")
+_LOG_TAIL_BYTES = 2048
+_POLL_INTERVAL_S = 0.1
+# livekit-server answers GET / ~100 ms BEFORE it marks itself running, and a SIGTERM in that
+# window is silently lost (Stop() returns early and the process then never exits on SIGTERM;
+# seen with v1.13.5, server.go Start/Stop). Waiting this long after the first 200 makes a later
+# stop() graceful (exits in ~10 ms) instead of always running into the SIGKILL.
+_SETTLE_S = 0.25
+# How long stop() lets the server exit on a plain SIGTERM before forcing it (see stop()).
+_FORCE_STOP_AFTER_S = 0.2
+
+# urllib honours http_proxy & co. by default; an empty ProxyHandler keeps health checks on loopback.
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class DevServerError(RuntimeError):
+    """The local LiveKit server could not be built, started or reached."""
+
+
+# --------------------------------------------------------------------------------------------
+# Binary: build once, cache forever (per version)
+# --------------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Where built binaries are kept: $LIVEKIT_BRIDGE_CACHE, else the XDG cache folder."""
+    explicit = os.environ.get("LIVEKIT_BRIDGE_CACHE")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "livekit-bridge"
+
+
+def server_binary_path() -> Path:
+    """Path of the cached server binary (``go install`` names it ``server``)."""
+    return cache_dir() / f"livekit-server-{LIVEKIT_SERVER_VERSION}" / "server"
+
+
+def _is_executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def ensure_server_binary(log: Callable[[str], None] = print) -> Path:
+    """Return the cached server binary, building it with ``go install`` if it is missing."""
+    target = server_binary_path()
+    if _is_executable(target):
+        return target
+    go = shutil.which("go")
+    if go is None:
+        raise DevServerError(
+            f"livekit-server {LIVEKIT_SERVER_VERSION} is not built yet ({target} is missing) and the "
+            "'go' tool was not found on PATH. Install Go >= 1.26 and retry, or put a "
+            f"livekit-server {LIVEKIT_SERVER_VERSION} binary at that path."
+        )
+    log(f"building livekit-server {LIVEKIT_SERVER_VERSION} (takes ~5 min the first time)…")
+    _go_install_into(go, target)
+    return target
+
+
+def _go_install_into(go: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build into a private folder next to the target, then rename: a killed or failed build
+    # never leaves a half-written binary at the path that _is_executable() trusts.
+    staging = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    try:
+        env = {
+            **os.environ,
+            "GOBIN": str(staging),
+            # livekit-server needs no cgo; without it the build needs no C toolchain.
+            "CGO_ENABLED": "0",
+            # Resolve the module's own go.mod as-is (no vendoring surprises from the caller's env).
+            "GOFLAGS": "-mod=mod",
+        }
+        spec = f"{LIVEKIT_SERVER_MODULE}@{LIVEKIT_SERVER_VERSION}"
+        # Output is streamed to our stdout/stderr: the first build is long and should show progress.
+        result = subprocess.run([go, "install", spec], env=env, check=False)
+        built = staging / "server"
+        if result.returncode != 0 or not _is_executable(built):
+            raise DevServerError(f"'go install {spec}' failed (exit code {result.returncode})")
+        os.replace(built, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Config and ports
+# --------------------------------------------------------------------------------------------
+
+
+def _config_template() -> str:
+    return (
+        importlib.resources.files("bridge.resources").joinpath("livekit-dev.yaml").read_text(encoding="utf-8")
+    )
+
+
+def render_config(*, port: int, tcp_port: int, udp_port: int, api_key: str, api_secret: str) -> str:
+    """The server config (YAML text) for these ports and dev credentials."""
+    return _config_template().format(
+        port=port, tcp_port=tcp_port, udp_port=udp_port, api_key=api_key, api_secret=api_secret
+    )
+
+
+def _free_ports(*, tcp: int, udp: int) -> tuple[list[int], list[int]]:
+    """Ports free on 127.0.0.1 right now (kernel-chosen). All sockets are held open together,
+    so the TCP ports returned are distinct from each other."""
+    with contextlib.ExitStack() as stack:
+        tcp_ports = [_bind_port(stack, socket.SOCK_STREAM) for _ in range(tcp)]
+        udp_ports = [_bind_port(stack, socket.SOCK_DGRAM) for _ in range(udp)]
+    return tcp_ports, udp_ports
+
+
+def _bind_port(stack: contextlib.ExitStack, kind: socket.SocketKind) -> int:
+    sock = stack.enter_context(socket.socket(socket.AF_INET, kind))
+    sock.bind((LOOPBACK, 0))
+    port: int = sock.getsockname()[1]
+    return port
+
+
+def _read_tail(path: Path, limit: int = _LOG_TAIL_BYTES) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return "<no log>"
+
+
+def _kill_quietly(proc: subprocess.Popen[bytes]) -> None:
+    """Last-resort cleanup at interpreter exit: never leave an orphaned server behind."""
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
+# --------------------------------------------------------------------------------------------
+# The server process
+# --------------------------------------------------------------------------------------------
+
+
+class LocalLiveKitServer:
+    """A livekit-server subprocess on loopback with dev keys.
+
+    Ports not given are picked free on 127.0.0.1 once, in ``__init__``, and kept for the life
+    of the object, so :meth:`restart` comes back on the same URL (clients can reconnect).
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        tcp_port: int | None = None,
+        udp_port: int | None = None,
+        api_key: str = DEV_API_KEY,
+        api_secret: str = DEV_API_SECRET,
+        log_dir: Path | str | None = None,
+    ) -> None:
+        _check_credentials(api_key, api_secret)
+        tcp_free, udp_free = _free_ports(tcp=2, udp=1)
+        self._port = port if port is not None else tcp_free[0]
+        self._tcp_port = tcp_port if tcp_port is not None else tcp_free[1]
+        self._udp_port = udp_port if udp_port is not None else udp_free[0]
+        self._api_key = api_key
+        self._api_secret = api_secret
+        # Private folder (0700) for the rendered config, which contains the secret.
+        self._workdir = Path(tempfile.mkdtemp(prefix="livekit-dev-"))
+        self._log_path = Path(log_dir or self._workdir) / f"livekit-server-{self._port}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._finalizer: weakref.finalize[[subprocess.Popen[bytes]], LocalLiveKitServer] | None = None
+
+    def __repr__(self) -> str:
+        # Deliberately without the secret.
+        return f"LocalLiveKitServer(url={self.url!r}, api_key={self._api_key!r}, running={self.is_running})"
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """WebSocket URL for ``rtc.Room.connect``."""
+        return f"ws://{LOOPBACK}:{self._port}"
+
+    @property
+    def http_url(self) -> str:
+        """HTTP URL of the server API (for ``api.LiveKitAPI``)."""
+        return f"http://{LOOPBACK}:{self._port}"
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def tcp_port(self) -> int:
+        return self._tcp_port
+
+    @property
+    def udp_port(self) -> int:
+        return self._udp_port
+
+    @property
+    def api_key(self) -> str:
+        return self._api_key
+
+    @property
+    def api_secret(self) -> str:
+        return self._api_secret
+
+    @property
+    def log_path(self) -> Path:
+        """Server stdout+stderr; appended to across restarts."""
+        return self._log_path
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The current (or last) server process, for tests that inspect it."""
+        return self._proc
+
+    @property
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start the server and wait until its HTTP API answers; raise DevServerError otherwise."""
+        if self.is_running:
+            raise DevServerError(f"server already running at {self.url}")
+        binary = ensure_server_binary()
+        config = self._write_config()
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [str(binary), "--config", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self._workdir,
+                # Own session: Ctrl-C in a terminal reaches only us, and we stop the server
+                # with a grace period instead of it dying mid-test.
+                start_new_session=True,
+            )
+        if self._finalizer is not None:
+            self._finalizer.detach()  # the previous process is already reaped
+        self._finalizer = weakref.finalize(self, _kill_quietly, self._proc)
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.kill()
+            raise
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Shut down within ``grace`` seconds: SIGTERM, then a second SIGTERM, then SIGKILL.
+
+        On the first SIGTERM the server waits for connected participants to leave, re-checking
+        only every 5 s; a second SIGTERM makes it skip that wait and disconnect them itself.
+        Tests must never wait for participants, so the second one follows almost at once and
+        SIGKILL is the last resort.
+        """
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        deadline = time.monotonic() + grace
+        proc.terminate()
+        # An empty server exits within ~10 ms of the first SIGTERM: give it that chance.
+        if self._wait_until(min(deadline, time.monotonic() + _FORCE_STOP_AFTER_S)):
+            return
+        proc.terminate()
+        if not self._wait_until(deadline):
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL at once and reap: a crash, for fault-injection tests."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+    def restart(self, timeout: float = 20.0) -> None:
+        """Start again on the same ports (stopping first if still running)."""
+        self.stop()
+        self.start(timeout=timeout)
+
+    def close(self) -> None:
+        """Stop the server and delete its private temp folder (config, and the log unless
+        ``log_dir`` was given). The object can still be started again afterwards."""
+        self.stop()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __enter__(self) -> LocalLiveKitServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            # Keep the log for the post-mortem when the block failed.
+            self.stop()
+
+    # -- tokens -------------------------------------------------------------------------------
+
+    def token(
+        self,
+        identity: str,
+        room: str,
+        *,
+        name: str | None = None,
+        can_publish: bool = True,
+        can_subscribe: bool = True,
+        can_publish_data: bool = True,
+        ttl_seconds: int = 3600,
+    ) -> str:
+        """A join token for ``room`` signed with this server's dev key."""
+        return dev_token(
+            identity,
+            room,
+            api_key=self._api_key,
+            api_secret=self._api_secret,
+            name=name,
+            can_publish=can_publish,
+            can_subscribe=can_subscribe,
+            can_publish_data=can_publish_data,
+            ttl_seconds=ttl_seconds,
+        )
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _write_config(self) -> Path:
+        # Recreated if __exit__ already removed it and the object is being reused.
+        self._workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self._workdir / "livekit.yaml"
+        text = render_config(
+            port=self._port,
+            tcp_port=self._tcp_port,
+            udp_port=self._udp_port,
+            api_key=self._api_key,
+            api_secret=self._api_secret,
+        )
+        # The file holds the secret: create it owner-only.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    def _wait_until(self, deadline: float) -> bool:
+        """Wait for the process to exit until ``deadline`` (monotonic); True if it did."""
+        assert self._proc is not None
+        try:
+            self._proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise self._start_error(f"livekit-server exited with code {code} during start-up")
+            if self._http_ok():
+                time.sleep(_SETTLE_S)
+                return
+            if time.monotonic() >= deadline:
+                raise self._start_error(f"livekit-server did not answer on {self.http_url} within {timeout}s")
+            time.sleep(_POLL_INTERVAL_S)
+
+    def _http_ok(self) -> bool:
+        try:
+            with _HTTP.open(self.http_url + "/", timeout=1.0) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _start_error(self, message: str) -> DevServerError:
+        return DevServerError(f"{message}; last log lines ({self._log_path}):\n{_read_tail(self._log_path)}")
+
+
+def dev_token(
+    identity: str,
+    room: str,
+    *,
+    api_key: str = DEV_API_KEY,
+    api_secret: str = DEV_API_SECRET,
+    name: str | None = None,
+    can_publish: bool = True,
+    can_subscribe: bool = True,
+    can_publish_data: bool = True,
+    ttl_seconds: int = 3600,
+) -> str:
+    """A LiveKit join token for ``room`` as ``identity``, signed with the given (dev) key."""
+    # Imported here: building/running the server needs no SDK, only tokens do.
+    from livekit import api
+
+    grants = api.VideoGrants(
+        room_join=True,
+        room=room,
+        can_publish=can_publish,
+        can_subscribe=can_subscribe,
+        can_publish_data=can_publish_data,
+    )
+    token = (
+        api.AccessToken(api_key, api_secret)
+        .with_identity(identity)
+        .with_grants(grants)
+        .with_ttl(timedelta(seconds=ttl_seconds))
+    )
+    if name is not None:
+        token = token.with_name(name)
+    jwt: str = token.to_jwt()
+    return jwt
+
+
+def _check_credentials(api_key: str, api_secret: str) -> None:
+    # Messages never include the secret itself.
+    if not _CREDENTIAL_RE.fullmatch(api_key):
+        raise ValueError("api_key must be non-empty and use only letters, digits, '_', '.', '-'")
+    if not _CREDENTIAL_RE.fullmatch(api_secret):
+        raise ValueError("api_secret must use only letters, digits, '_', '.', '-'")
+    if len(api_secret) < _MIN_SECRET_LEN:
+        raise ValueError(f"api_secret must be at least {_MIN_SECRET_LEN} characters")
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+class _Terminated(Exception):
+    """Raised from the SIGTERM handler so `run` stops the server the same way as on Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: types.FrameType | None) -> None:
+    raise _Terminated
+
+
+def _cmd_build() -> int:
+    print(ensure_server_binary())
+    return 0
+
+
+def _cmd_token(identity: str, room: str) -> int:
+    # Printing a token is fine here: it is signed with the public dev secret and only opens rooms
+    # on a loopback dev server.
+    print(dev_token(identity, room))
+    return 0
+
+
+def _cmd_run(port: int | None) -> int:
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    server = LocalLiveKitServer(port=port)
+    try:
+        started = time.monotonic()
+        server.start()
+        print(f"livekit-server {LIVEKIT_SERVER_VERSION} ready in {time.monotonic() - started:.1f}s")
+        print(f"  url:        {server.url}")
+        print(f"  api key:    {server.api_key}")
+        # Printing the secret is fine ONLY here: it is the fixed, public dev secret of a
+        # loopback-only dev server. Never print secrets anywhere else.
+        print(f"  api secret: {server.api_secret}")
+        print(f"  log:        {server.log_path}")
+        print("Ctrl-C to stop.", flush=True)
+        while server.is_running:
+            time.sleep(0.5)
+        print(f"livekit-server exited on its own; see {server.log_path}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, _Terminated):
+        print("stopping…", flush=True)
+        return 0
+    finally:
+        server.stop()
+        if not server.process or server.process.returncode == 0:
+            server.close()  # clean exit: nothing worth keeping in the temp folder
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge.devserver", description="Build and run a loopback-only LiveKit dev server."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build", help="build (or find) the cached livekit-server binary and print its path")
+    run = sub.add_parser("run", help="run a loopback-only dev server until Ctrl-C / SIGTERM")
+    run.add_argument("--port", type=int, default=None, help="signal/HTTP port (default: a free one)")
+    token = sub.add_parser("token", help="print a dev-key token to join ROOM as IDENTITY (local server only)")
+    token.add_argument("identity")
+    token.add_argument("room")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "build":
+            return _cmd_build()
+        if args.command == "token":
+            return _cmd_token(args.identity, args.room)
+        return _cmd_run(args.port)
+    except DevServerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
