@@ -1,0 +1,175 @@
+"""The root of the bridge's task tree.
+
+::
+
+    trio.run(cli._main)
+    └── trio_asyncio.open_loop()            hosts grpclib and the livekit SDK
+        └── serve(config)
+            ├── grpclib Server (asyncio side): one handler task per call, each crossing into Trio once
+            └── sessions nursery
+                └── BridgeSession.run (one per user; its own task tree: see session.py)
+
+``serve`` must run inside ``trio_asyncio.open_loop()``. It stops when ``BridgeState.request_shutdown``
+is called (the CLI does so on SIGTERM/SIGINT) or when it is cancelled: health flips to NOT_SERVING,
+every session is closed with a deadline (their streams end with UNAVAILABLE "bridge shutting down"),
+then the gRPC server closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import trio
+import trio_asyncio
+from grpclib.health.check import ServiceStatus
+from grpclib.health.service import Health
+from grpclib.reflection.service import ServerReflection
+from grpclib.server import Server
+from trio_asyncio import aio_as_trio
+
+from . import diagnostics
+from .config import BridgeConfig
+from .registry import SessionRegistry
+from .rpc.service import VERSION, LiveKitBridgeService
+from .session import CloseReason
+
+__all__ = ["BridgeState", "serve"]
+
+log = logging.getLogger(__name__)
+
+_SERVER_CLOSE_TIMEOUT_S = 2.0
+
+
+@dataclass(eq=False)
+class BridgeState:
+    """What the handlers share: the registry, health, and process-wide counters."""
+
+    config: BridgeConfig
+    registry: SessionRegistry
+    address: str = ""
+    """Where the server listens: ``host:port`` or ``unix:/path``."""
+    started_monotonic: float = field(default_factory=time.monotonic)
+    active_streams: int = 0
+    calls: int = 0
+    _no_streams: trio.Event = field(default_factory=trio.Event)
+    health: ServiceStatus = field(default_factory=ServiceStatus)
+    _shutdown: trio.Event = field(default_factory=trio.Event)
+
+    def count_call(self, _stream: Any) -> None:
+        self.calls += 1
+
+    def stream_opened(self) -> None:
+        self.active_streams += 1
+        if self._no_streams.is_set():
+            self._no_streams = trio.Event()
+
+    def stream_closed(self) -> None:
+        self.active_streams -= 1
+        if self.active_streams == 0:
+            self._no_streams.set()
+
+    def request_shutdown(self) -> None:
+        self._shutdown.set()
+
+    def health_metadata(self) -> dict[str, str]:
+        sessions = self.registry.sessions()
+        return {
+            "version": VERSION,
+            "calls": str(self.calls),
+            "sessions_started": str(self.registry.sessions_started),
+            "joins_failed": str(self.registry.sessions_failed_to_join),
+            "packets_lost": str(sum(s.sequence_totals()["lost"] for s in sessions)),
+            "queue_dropped_chunks": str(sum(s.cloud_queue.dropped_chunks for s in sessions)),
+            "trio_tasks": str(diagnostics.trio_task_count()),
+            "asyncio_tasks": str(diagnostics.asyncio_task_count(trio_asyncio.current_loop.get())),
+        }
+
+
+@contextlib.contextmanager
+def _private_umask() -> Iterator[None]:
+    """Create the unix socket owner-only (0600), with no window where it is wider."""
+    old = os.umask(0o177)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _remove_stale_socket(path: str) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(f"LIVEKIT_GRPC_SOCKET={path} exists and is not a socket; refusing to remove it")
+    os.unlink(path)
+
+
+async def _start_server(config: BridgeConfig, state: BridgeState) -> Server:
+    """Create and start the grpclib server (asyncio side)."""
+    # Importing the plain descriptor module registers our proto in protobuf's default pool, which
+    # grpclib's reflection reads (betterproto2 registers nothing there): needed for `grpcurl describe`.
+    from ._gen import livekit_bridge_pb2  # noqa: F401
+
+    bridge = LiveKitBridgeService(state)
+    state.health.set(True)
+    services = ServerReflection.extend([bridge, Health({bridge: [state.health]})])
+    server = Server(services)
+    if config.grpc_socket:
+        _remove_stale_socket(config.grpc_socket)
+        with _private_umask():
+            await server.start(path=config.grpc_socket)
+        state.address = f"unix:{config.grpc_socket}"
+    else:
+        await server.start(config.host, config.port)
+        # grpclib does not expose the bound address; port 0 (tests) needs it.
+        listener = cast(asyncio.Server, server._server)
+        host, port = listener.sockets[0].getsockname()[:2]
+        state.address = f"{host}:{port}"
+    return server
+
+
+async def _let_streams_finish(state: BridgeState) -> None:
+    """Give ended streams a moment to send their status before the server cancels their handlers."""
+    if state.active_streams:
+        with trio.move_on_after(_SERVER_CLOSE_TIMEOUT_S):
+            await state._no_streams.wait()
+
+
+async def _stop_server(server: Server) -> None:
+    server.close()
+    # wait_closed() can hang with streams still open on Python 3.12+: bound it.
+    with trio.move_on_after(_SERVER_CLOSE_TIMEOUT_S):
+        await aio_as_trio(server.wait_closed)()
+
+
+async def serve(
+    config: BridgeConfig, *, task_status: trio.TaskStatus[BridgeState] = trio.TASK_STATUS_IGNORED
+) -> None:
+    async with trio.open_nursery() as sessions_nursery:
+        state = BridgeState(config, SessionRegistry(config, sessions_nursery))
+        server = await aio_as_trio(_start_server)(config, state)
+        log.info("livekit-bridge listening on %s", state.address)
+        try:
+            task_status.started(state)
+            await state._shutdown.wait()
+            log.info("shutting down")
+        finally:
+            with trio.CancelScope(shield=True):
+                state.health.set(False)
+                state.registry.shutting_down = True
+                await state.registry.close_all(CloseReason.SHUTDOWN, config.shutdown_timeout_s)
+                await _let_streams_finish(state)
+                await _stop_server(server)
+                if config.grpc_socket:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(config.grpc_socket)
+            sessions_nursery.cancel_scope.cancel()

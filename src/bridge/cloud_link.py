@@ -1,0 +1,129 @@
+"""One attached StreamAudio call: its send loop (room -> cloud) and receive loop (cloud -> room).
+
+Both loops are asyncio coroutines that own the grpclib stream's I/O; the session runs each as one
+Trio task (``aio_as_trio``), so a whole stream costs two crossings between Trio and asyncio, not one
+per chunk.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ._gen.mentra.livekit.bridge import AudioChunk
+from .audio import FrameChunker, PcmFormatError, StreamResampler, samples_from_s16le
+from .cloud_queue import CloudAudioQueue, QueueClosed
+from .errors import AudioFormatError
+from .livekit_io.inbound import CLOUD_SAMPLE_RATE
+
+__all__ = ["CloudPcmConverter", "StreamCounters", "receive_loop", "send_loop"]
+
+MAX_TRACK_ID = 15
+"""Cloud PCM may use tracks 0..15; each distinct id publishes one more track into the room."""
+
+_MAX_CHANNELS = 2
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class StreamCounters:
+    chunks_to_cloud: int = 0
+    bytes_to_cloud: int = 0
+    chunks_from_cloud: int = 0
+    bytes_from_cloud: int = 0
+    rejected_chunks: int = 0
+
+
+async def send_loop(stream: Any, queue: CloudAudioQueue, user_id: str, counters: StreamCounters) -> None:
+    """Send queued room audio to the cloud until the queue closes (asyncio side)."""
+    while True:
+        try:
+            batch = await queue.get_batch()
+        except QueueClosed:
+            return
+        for chunk in batch:
+            await stream.send_message(
+                AudioChunk(
+                    pcm_data=chunk.pcm,
+                    sample_rate=CLOUD_SAMPLE_RATE,
+                    channels=1,
+                    timestamp_ms=chunk.timestamp_ms,
+                    user_id=user_id,
+                )
+            )
+            counters.chunks_to_cloud += 1
+            counters.bytes_to_cloud += len(chunk.pcm)
+
+
+Publish = Callable[[int, npt.NDArray[np.int16]], Awaitable[None]]
+
+
+async def receive_loop(
+    stream: Any, first: AudioChunk, publish: Publish, converter: CloudPcmConverter, counters: StreamCounters
+) -> None:
+    """Publish cloud PCM until the client stops sending (asyncio side).
+
+    Raises AudioFormatError for a chunk that cannot be used; the caller ends the stream with
+    INVALID_ARGUMENT and keeps the session.
+    """
+    message: AudioChunk | None = first
+    while message is not None:
+        if message.pcm_data:
+            try:
+                samples = converter.convert(message)
+            except AudioFormatError:
+                counters.rejected_chunks += 1
+                raise
+            counters.chunks_from_cloud += 1
+            counters.bytes_from_cloud += len(message.pcm_data)
+            if samples.size:
+                await publish(message.track_id, samples)
+        message = await stream.recv_message()
+
+
+@dataclass
+class CloudPcmConverter:
+    """Turns cloud AudioChunks into mono int16 at the published rate, in whole 10 ms frames.
+
+    Keeps resampler and frame state per track, so a stream that interleaves tracks stays continuous
+    on each of them. A chunk with another rate or channel count is resampled/downmixed, not refused;
+    only PCM that is not whole s16le samples, or a format we cannot sensibly publish, is refused.
+    """
+
+    out_rate: int
+    _resamplers: dict[tuple[int, int], StreamResampler] = field(default_factory=dict)
+    _chunkers: dict[int, FrameChunker] = field(default_factory=dict)
+
+    def convert(self, chunk: AudioChunk) -> npt.NDArray[np.int16]:
+        track_id = chunk.track_id
+        rate = chunk.sample_rate or 16000
+        channels = chunk.channels or 1
+        if not 0 <= track_id <= MAX_TRACK_ID:
+            raise AudioFormatError(f"track_id {track_id} is out of range (0..{MAX_TRACK_ID})")
+        if not 1 <= channels <= _MAX_CHANNELS:
+            raise AudioFormatError(f"channels={channels} is not supported (1 or 2)")
+        if not 8000 <= rate <= 48000:
+            raise AudioFormatError(f"sample_rate={rate} is not supported (8000..48000 Hz)")
+        try:
+            samples = samples_from_s16le(chunk.pcm_data, channels)
+            resampler = self._resamplers.get((track_id, rate))
+            if resampler is None:
+                resampler = self._resamplers[(track_id, rate)] = StreamResampler(rate, self.out_rate)
+            samples = resampler.push(samples)
+        except PcmFormatError as err:
+            raise AudioFormatError(f"track {track_id}: {err}") from None
+        chunker = self._chunkers.get(track_id)
+        if chunker is None:
+            chunker = self._chunkers[track_id] = FrameChunker(self.out_rate // 100)
+        frames = chunker.push(samples)
+        if not frames:
+            return np.zeros(0, dtype=np.int16)
+        return frames[0] if len(frames) == 1 else np.concatenate(frames)

@@ -1,0 +1,109 @@
+"""The one bounded queue between a session's room and its cloud stream.
+
+Producers are LiveKit callbacks (data packets) and the track readers; the consumer is the send loop
+of whichever StreamAudio call is attached. All of them run on the asyncio side of the process, so
+``put_nowait`` is a plain function and ``get_batch`` an asyncio coroutine: no Trio/asyncio round trip
+per packet.
+
+Drop policy: the queue holds at most ``max_bytes`` of PCM (``BRIDGE_CLOUD_QUEUE_MS`` of 16 kHz mono).
+When a new chunk does not fit, the OLDEST chunks are dropped and counted: for live transcription fresh
+audio is worth more than stale audio, and a cloud that stops reading must cost bounded memory. While
+no stream is attached the queue keeps filling the same way, so a stream opened right after JoinRoom
+loses nothing and one opened after a long gap gets the most recent audio.
+
+After ``close()`` the queue never accepts anything again: a late callback is ignored and counted in
+``rejected_after_close`` (the older bridge crashed every session writing into a closed queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+__all__ = ["CloudAudioQueue", "QueueClosed", "QueuedChunk"]
+
+
+class QueueClosed(Exception):
+    """The queue was closed: its session is ending."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedChunk:
+    pcm: bytes
+    timestamp_ms: int
+
+
+class CloudAudioQueue:
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        self.max_bytes = max_bytes
+        self._chunks: deque[QueuedChunk] = deque()
+        self._bytes = 0
+        self._closed = False
+        self._waiter: asyncio.Future[None] | None = None
+        self.enqueued = 0
+        self.dropped_chunks = 0
+        self.dropped_bytes = 0
+        self.rejected_after_close = 0
+
+    @property
+    def depth(self) -> int:
+        return len(self._chunks)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def put_nowait(self, pcm: bytes, timestamp_ms: int) -> None:
+        """Queue a chunk, dropping the oldest ones if it does not fit. Never blocks, never raises."""
+        if self._closed:
+            self.rejected_after_close += 1
+            return
+        if len(pcm) > self.max_bytes:  # a single oversized chunk keeps its newest part
+            dropped = len(pcm) - self.max_bytes
+            dropped += dropped % 2  # whole samples, and never more than max_bytes
+            pcm = pcm[dropped:]
+            self.dropped_bytes += dropped
+        while self._chunks and self._bytes + len(pcm) > self.max_bytes:
+            old = self._chunks.popleft()
+            self._bytes -= len(old.pcm)
+            self.dropped_chunks += 1
+            self.dropped_bytes += len(old.pcm)
+        self._chunks.append(QueuedChunk(pcm, timestamp_ms))
+        self._bytes += len(pcm)
+        self.enqueued += 1
+        self._wake()
+
+    async def get_batch(self) -> list[QueuedChunk]:
+        """Wait for at least one chunk, then take every queued chunk (one wake-up per burst)."""
+        while not self._chunks:
+            if self._closed:
+                raise QueueClosed
+            if self._waiter is not None:
+                raise RuntimeError("CloudAudioQueue has one consumer at a time")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        batch = list(self._chunks)
+        self._chunks.clear()
+        self._bytes = 0
+        return batch
+
+    def close(self) -> None:
+        """Refuse every later put, drop what is queued, and wake the consumer with QueueClosed."""
+        self._closed = True
+        self._chunks.clear()
+        self._bytes = 0
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)

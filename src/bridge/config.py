@@ -1,0 +1,101 @@
+"""Settings, read once from the environment at start-up.
+
+Every setting has a default that works for local development; the README lists them all. Names kept
+from the older Go bridge (``PORT``, ``LIVEKIT_GRPC_SOCKET``, ``LIVEKIT_URL``) are unprefixed; ours
+start with ``BRIDGE_``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+__all__ = ["BridgeConfig", "ConfigError"]
+
+
+_PARSERS: dict[str, type[int | float | str]] = {"int": int, "float": float, "str": str}
+
+
+class ConfigError(ValueError):
+    """A setting in the environment cannot be used (expected: the operator fixes the variable)."""
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    host: str = "127.0.0.1"
+    """TCP address to bind (``BRIDGE_HOST``). Loopback by default: TCP has no access control yet."""
+
+    port: int = 9090
+    """TCP port (``PORT``); 0 picks a free one."""
+
+    grpc_socket: str = ""
+    """Unix socket path (``LIVEKIT_GRPC_SOCKET``). When set, the bridge listens there instead of TCP."""
+
+    livekit_url: str = ""
+    """Room server for JoinRoom requests that carry no ``livekit_url`` (``LIVEKIT_URL``)."""
+
+    join_timeout_s: float = 10.0
+    """How long JoinRoom may take before it answers ``success=false`` (``BRIDGE_JOIN_TIMEOUT_S``)."""
+
+    session_idle_ttl_s: float = 120.0
+    """A session with no cloud stream and no call for this long is closed (``BRIDGE_SESSION_IDLE_TTL_S``)."""
+
+    shutdown_timeout_s: float = 10.0
+    """On SIGTERM, sessions get this long to close before exit (``BRIDGE_SHUTDOWN_TIMEOUT_S``)."""
+
+    cloud_queue_ms: int = 2000
+    """Room -> cloud audio a session buffers for its stream before dropping the oldest
+    (``BRIDGE_CLOUD_QUEUE_MS``)."""
+
+    track_chunk_ms: int = 100
+    """Remote audio tracks are forwarded to the cloud in chunks of this length (``BRIDGE_TRACK_CHUNK_MS``)."""
+
+    publish_sample_rate: int = 48000
+    """Sample rate of the tracks the bridge publishes (``BRIDGE_PUBLISH_SAMPLE_RATE``); cloud PCM is
+    resampled to it."""
+
+    publish_queue_ms: int = 200
+    """Audio the SDK's AudioSource may hold before ``capture_frame`` waits for real time
+    (``BRIDGE_PUBLISH_QUEUE_MS``): the latency/jitter trade-off of cloud -> room audio."""
+
+    log_level: str = "INFO"
+    """``BRIDGE_LOG_LEVEL``."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BridgeConfig:
+        env = os.environ if env is None else env
+        names = {
+            "host": "BRIDGE_HOST",
+            "port": "PORT",
+            "grpc_socket": "LIVEKIT_GRPC_SOCKET",
+            "livekit_url": "LIVEKIT_URL",
+            "log_level": "BRIDGE_LOG_LEVEL",
+        }
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            var = names.get(field.name, "BRIDGE_" + field.name.upper())
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            parse = _PARSERS[str(field.type)]
+            try:
+                values[field.name] = parse(raw)
+            except ValueError:
+                raise ConfigError(f"{var}={raw!r} is not a valid {field.type}") from None
+        config = cls(**values)  # type: ignore[arg-type]
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"PORT={self.port} is out of range")
+        for name in ("join_timeout_s", "session_idle_ttl_s", "shutdown_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.cloud_queue_ms < 100:
+            raise ConfigError("BRIDGE_CLOUD_QUEUE_MS must be at least 100")
+        if self.track_chunk_ms < 10 or self.track_chunk_ms % 10:
+            raise ConfigError("BRIDGE_TRACK_CHUNK_MS must be a positive multiple of 10")
+        if self.publish_sample_rate not in (16000, 24000, 48000):
+            raise ConfigError("BRIDGE_PUBLISH_SAMPLE_RATE must be 16000, 24000 or 48000")

@@ -1,0 +1,28 @@
+"""Counting live tasks on both sides of the process: how leak tests and HealthCheck see leftovers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import trio
+
+__all__ = ["asyncio_task_count", "trio_task_count"]
+
+
+def trio_task_count() -> int:
+    """Every Trio task in this run (walks the task tree from the root)."""
+    root = trio.lowlevel.current_root_task()
+    if root is None:
+        return 0
+    count, pending = 0, [root]
+    while pending:
+        task = pending.pop()
+        count += 1
+        for nursery in task.child_nurseries:
+            pending.extend(nursery.child_tasks)
+    return count
+
+
+def asyncio_task_count(loop: asyncio.AbstractEventLoop) -> int:
+    """Unfinished asyncio tasks on ``loop`` (trio-asyncio's loop in the bridge)."""
+    return sum(1 for task in asyncio.all_tasks(loop) if not task.done())

@@ -1,0 +1,53 @@
+"""The bridge's error tree.
+
+::
+
+    BridgeError                     expected failures, each answered to the cloud, never a crash
+    ├── InvalidRequestError         a malformed request        -> INVALID_ARGUMENT
+    ├── SessionNotFoundError        no session for the user    -> NOT_FOUND (or success=false, per contract)
+    ├── RoomConnectError            JoinRoom could not connect -> success=false + error
+    ├── AudioFormatError            cloud PCM we cannot use    -> INVALID_ARGUMENT on the stream
+    └── ShuttingDownError           the bridge is stopping     -> UNAVAILABLE
+
+Anything else that escapes a session is a bug: it is logged with its traceback and counted, and it
+ends only that session.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AudioFormatError",
+    "BridgeError",
+    "InvalidRequestError",
+    "RoomConnectError",
+    "SessionNotFoundError",
+    "ShuttingDownError",
+]
+
+
+class BridgeError(Exception):
+    """Base of every expected failure; ``str(err)`` is the message the cloud sees."""
+
+
+class InvalidRequestError(BridgeError):
+    """The request is malformed (a missing field, an impossible value)."""
+
+
+class SessionNotFoundError(BridgeError):
+    """The user has no session on this bridge."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"session not found for user {user_id}")
+        self.user_id = user_id
+
+
+class RoomConnectError(BridgeError):
+    """JoinRoom could not connect to the room (bad token, unreachable server, timeout)."""
+
+
+class AudioFormatError(BridgeError):
+    """Cloud PCM that cannot be published (odd length, unsupported rate or channel count)."""
+
+
+class ShuttingDownError(BridgeError):
+    """The bridge is shutting down and takes no new sessions or streams."""

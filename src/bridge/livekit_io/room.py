@@ -1,0 +1,179 @@
+"""A session's connection to its LiveKit room: connect, route callbacks, disconnect.
+
+The SDK calls room event handlers as plain functions on the asyncio loop, and a slow handler stalls
+every event of the room. So handlers here do O(1) work: data packets go straight to ``on_data`` (which
+only queues), and the rare state events (tracks, participants, connectivity) are handed to the
+session's Trio task through a memory channel. Every handler registered in ``connect`` is removed in
+``aclose`` before the room disconnects, and a handler that still fires after its session stopped
+listening is ignored and counted, never raised into the SDK.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from livekit import rtc
+
+from ..errors import RoomConnectError
+
+__all__ = ["RoomEvent", "RoomLink", "open_event_channel"]
+
+log = logging.getLogger(__name__)
+
+DataHandler = Callable[[bytes, str], None]
+"""Called with (payload, sender identity) for every data packet from a remote participant."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomEvent:
+    """A room state change, as the session's event loop sees it."""
+
+    kind: str
+    """``track_subscribed``, ``track_unsubscribed``, ``participant_connected``,
+    ``participant_disconnected``, ``reconnecting``, ``reconnected`` or ``disconnected``."""
+    identity: str = ""
+    track_sid: str = ""
+    track: rtc.Track | None = None
+    reason: str = ""
+
+
+def open_event_channel() -> tuple[trio.MemorySendChannel[RoomEvent], trio.MemoryReceiveChannel[RoomEvent]]:
+    # Unbounded on purpose: state events are few (joins, leaves, reconnects) and must never be
+    # dropped or block the SDK's callback; data packets do not travel this way.
+    return trio.open_memory_channel[RoomEvent](math.inf)
+
+
+def disconnect_reason_name(reason: Any) -> str:
+    try:
+        return str(rtc.DisconnectReason.Name(reason))
+    except (ValueError, TypeError):
+        return str(reason)
+
+
+class RoomLink:
+    """Owns one ``rtc.Room`` for the lifetime of a session."""
+
+    def __init__(self, *, on_data: DataHandler, events: trio.MemorySendChannel[RoomEvent]) -> None:
+        self._on_data = on_data
+        self._events = events
+        self._room: rtc.Room | None = None
+        self._handlers: dict[str, Callable[..., None]] = {
+            "data_received": self._handle_data,
+            "track_subscribed": self._handle_track_subscribed,
+            "track_unsubscribed": self._handle_track_unsubscribed,
+            "participant_connected": self._handle_participant_connected,
+            "participant_disconnected": self._handle_participant_disconnected,
+            "reconnecting": self._handle_reconnecting,
+            "reconnected": self._handle_reconnected,
+            "disconnected": self._handle_disconnected,
+        }
+        self.late_events = 0
+        """Events that arrived after the session stopped listening (ignored)."""
+
+    @property
+    def room(self) -> rtc.Room:
+        if self._room is None:
+            raise RuntimeError("room is not connected")
+        return self._room
+
+    @property
+    def connected(self) -> bool:
+        return self._room is not None and self._room.isconnected()
+
+    @property
+    def participant_id(self) -> str:
+        return self._room.local_participant.sid if self._room is not None else ""
+
+    @property
+    def identity(self) -> str:
+        return self._room.local_participant.identity if self._room is not None else ""
+
+    @property
+    def participant_count(self) -> int:
+        """Participants in the room, the bridge included."""
+        return len(self._room.remote_participants) + 1 if self._room is not None else 0
+
+    @property
+    def room_name(self) -> str:
+        return self._room.name if self._room is not None else ""
+
+    def subscribed_audio_tracks(self) -> list[tuple[str, str, rtc.Track]]:
+        """(identity, track sid, track) of remote audio tracks already subscribed."""
+        found: list[tuple[str, str, rtc.Track]] = []
+        for participant in self.room.remote_participants.values():
+            for publication in participant.track_publications.values():
+                track = publication.track
+                if track is not None and publication.kind == rtc.TrackKind.KIND_AUDIO:
+                    found.append((participant.identity, publication.sid, track))
+        return found
+
+    async def connect(self, url: str, token: str, *, timeout_s: float) -> None:
+        """Connect (asyncio side). Raises RoomConnectError with a readable, secret-free message."""
+        room = rtc.Room()  # binds to the running (trio-asyncio) loop: construct it here, not earlier
+        for event, handler in self._handlers.items():
+            room.on(event, handler)  # type: ignore[arg-type]
+        self._room = room
+        try:
+            await room.connect(url, token, rtc.RoomOptions(auto_subscribe=True, connect_timeout=timeout_s))
+        except rtc.ConnectError as err:
+            await self.aclose()
+            raise RoomConnectError(f"could not connect to LiveKit at {url}: {err}") from None
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        """Unregister every handler, then disconnect. Safe to call more than once."""
+        room, self._room = self._room, None
+        if room is None:
+            return
+        for event, handler in self._handlers.items():
+            room.off(event, handler)  # type: ignore[arg-type]
+        if room.isconnected():
+            await room.disconnect()
+
+    # --- SDK callbacks: plain functions, O(1), never raise ------------------------------------------
+
+    def _handle_data(self, packet: rtc.DataPacket) -> None:
+        participant = packet.participant
+        if participant is None:  # sent through the server API, not by a phone
+            return
+        self._on_data(packet.data, participant.identity)
+
+    def _emit(self, event: RoomEvent) -> None:
+        try:
+            self._events.send_nowait(event)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.late_events += 1
+
+    def _handle_track_subscribed(
+        self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
+        if track.kind == rtc.TrackKind.KIND_AUDIO:
+            self._emit(RoomEvent("track_subscribed", participant.identity, publication.sid, track))
+
+    def _handle_track_unsubscribed(
+        self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
+        if track.kind == rtc.TrackKind.KIND_AUDIO:
+            self._emit(RoomEvent("track_unsubscribed", participant.identity, publication.sid))
+
+    def _handle_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
+        self._emit(RoomEvent("participant_connected", participant.identity))
+
+    def _handle_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
+        self._emit(RoomEvent("participant_disconnected", participant.identity))
+
+    def _handle_reconnecting(self) -> None:
+        self._emit(RoomEvent("reconnecting", reason="signal connection lost, reconnecting"))
+
+    def _handle_reconnected(self) -> None:
+        self._emit(RoomEvent("reconnected"))
+
+    def _handle_disconnected(self, reason: Any) -> None:
+        self._emit(RoomEvent("disconnected", reason=disconnect_reason_name(reason)))

@@ -1,0 +1,162 @@
+"""All live sessions, by user id: join (and replace), leave, look up, close all.
+
+Sessions run as tasks of one "sessions" nursery owned by the app. JoinRoom for a user who already has
+a session closes the old one and waits until it is fully torn down before connecting the new one
+(a per-user lock serialises concurrent joins of the same user, never those of different users).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+
+from ._gen.mentra.livekit.bridge import AudioChunk
+from .cloud_link import now_ms
+from .config import BridgeConfig
+from .errors import InvalidRequestError, RoomConnectError, SessionNotFoundError, ShuttingDownError
+from .session import BridgeSession, CloseReason, JoinRequest, StreamEnd
+
+__all__ = ["JoinOutcome", "SessionRegistry", "Tombstone"]
+
+log = logging.getLogger(__name__)
+
+_TOMBSTONES = 10_000
+"""How many ended sessions GetStatus still remembers (oldest forgotten first)."""
+
+_URL_SCHEMES = ("ws", "wss", "http", "https")
+
+
+@dataclass(frozen=True)
+class JoinOutcome:
+    session: BridgeSession | None
+    error: str = ""
+    replaced: bool = False
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """What GetStatus reports for a user whose session has ended."""
+
+    at_ms: int
+    reason: str
+
+
+class SessionRegistry:
+    def __init__(self, config: BridgeConfig, nursery: trio.Nursery) -> None:
+        self._config = config
+        self._nursery = nursery
+        self._sessions: dict[str, BridgeSession] = {}
+        self._locks: dict[str, trio.Lock] = {}
+        self._tombstones: OrderedDict[str, Tombstone] = OrderedDict()
+        self.shutting_down = False
+        self.sessions_started = 0
+        self.sessions_failed_to_join = 0
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def sessions(self) -> list[BridgeSession]:
+        return list(self._sessions.values())
+
+    def get(self, user_id: str) -> BridgeSession:
+        if not user_id:
+            raise InvalidRequestError("user_id is required")
+        session = self._sessions.get(user_id)
+        if session is None or session.closing:
+            raise SessionNotFoundError(user_id)
+        session.touch()
+        return session
+
+    def tombstone(self, user_id: str) -> Tombstone | None:
+        return self._tombstones.get(user_id)
+
+    def _join_request(self, user_id: str, url: str, token: str, room_name: str, target: str) -> JoinRequest:
+        if not user_id:
+            raise InvalidRequestError("user_id is required")
+        if not token:
+            raise InvalidRequestError("token is required")
+        url = url or self._config.livekit_url
+        if not url:
+            raise InvalidRequestError("livekit_url is empty and the bridge has no LIVEKIT_URL")
+        parts = urlsplit(url)
+        if parts.scheme not in _URL_SCHEMES or not parts.hostname:
+            raise InvalidRequestError(
+                f"livekit_url must be a ws://, wss://, http:// or https:// URL, not {url!r}"
+            )
+        return JoinRequest(user_id=user_id, url=url, token=token, room_name=room_name, target_identity=target)
+
+    async def join(
+        self, user_id: str, url: str, token: str, room_name: str = "", target_identity: str = ""
+    ) -> JoinOutcome:
+        request = self._join_request(user_id, url, token, room_name, target_identity)
+        if self.shutting_down:
+            raise ShuttingDownError("bridge shutting down")
+        lock = self._locks.setdefault(user_id, trio.Lock())
+        try:
+            async with lock:
+                replaced = False
+                old = self._sessions.get(user_id)
+                if old is not None:
+                    await old.aclose(CloseReason.REPLACED, "replaced by a new JoinRoom")
+                    replaced = True
+                session = BridgeSession(request, self._config, on_closed=self._forget)
+                try:
+                    await self._nursery.start(session.run)
+                except (RoomConnectError, trio.TooSlowError) as err:
+                    self.sessions_failed_to_join += 1
+                    message = (
+                        str(err)
+                        if isinstance(err, RoomConnectError)
+                        else (
+                            f"could not connect to LiveKit at {request.url}: "
+                            f"timed out after {self._config.join_timeout_s:g} s"
+                        )
+                    )
+                    log.warning("join failed: %s", message, extra={"user_id": user_id})
+                    return JoinOutcome(None, error=message, replaced=replaced)
+                except RuntimeError:
+                    # The session was closed while connecting (shutdown): it never started.
+                    raise ShuttingDownError("bridge shutting down") from None
+                self._sessions[user_id] = session
+                self.sessions_started += 1
+                log.info("session joined", extra={"user_id": user_id, "replaced": replaced})
+                return JoinOutcome(session, replaced=replaced)
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._locks.pop(user_id, None)
+
+    async def leave(self, user_id: str, reason: str = "") -> None:
+        session = self.get(user_id)
+        await session.aclose(CloseReason.LEFT, reason or "LeaveRoom")
+
+    async def serve_stream(self, user_id: str, stream: Any, first: AudioChunk) -> StreamEnd:
+        if self.shutting_down:
+            raise ShuttingDownError("bridge shutting down")
+        return await self.get(user_id).serve_stream(stream, first)
+
+    async def close_all(self, reason: CloseReason, timeout_s: float) -> None:
+        """Close every session and wait (at most ``timeout_s``) until each is torn down."""
+        sessions = list(self._sessions.values())
+        for session in sessions:
+            session.close(reason)
+        with trio.move_on_after(timeout_s):
+            for session in sessions:
+                await session.closed.wait()
+
+    def _forget(self, session: BridgeSession) -> None:
+        if self._sessions.get(session.user_id) is session:
+            del self._sessions[session.user_id]
+        if session.close_reason is not CloseReason.REPLACED:
+            self._tombstones[session.user_id] = Tombstone(
+                at_ms=session.status.last_disconnect_at_ms or now_ms(), reason=session.close_detail
+            )
+            self._tombstones.move_to_end(session.user_id)
+            while len(self._tombstones) > _TOMBSTONES:
+                self._tombstones.popitem(last=False)
+        else:
+            self._tombstones.pop(session.user_id, None)

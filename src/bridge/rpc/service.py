@@ -1,0 +1,227 @@
+"""``mentra.livekit.bridge.LiveKitBridge``: thin grpclib handlers over the session registry.
+
+Handlers run on grpclib's asyncio side. Each crosses into Trio once per call (``in_trio``); the only
+long-lived call, StreamAudio, then hands its grpclib stream to the session, whose Trio tasks run the
+stream's send and receive loops back on the asyncio side (see cloud_link.py).
+
+Answers follow the wire contract (../shared/WIRE-CONTRACT.md): malformed requests get a gRPC status,
+join failures answer ``success=false`` + ``error``, LeaveRoom/StopAudio for an unknown user answer
+``success=false``, ``error="session not found"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import grpclib.const
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from .._gen.mentra.livekit.bridge import (
+    AudioChunk,
+    BridgeStatusRequest,
+    BridgeStatusResponse,
+    HealthCheckRequest,
+    HealthCheckResponse,
+    HealthCheckResponseServingStatus,
+    JoinRoomRequest,
+    JoinRoomResponse,
+    LeaveRoomRequest,
+    LeaveRoomResponse,
+    PlayAudioEvent,
+    PlayAudioRequest,
+    StopAudioRequest,
+    StopAudioResponse,
+)
+from ..errors import InvalidRequestError, SessionNotFoundError
+from .calls import grpc_error, in_trio
+
+if TYPE_CHECKING:
+    from ..app import BridgeState
+
+__all__ = ["SERVICE_NAME", "LiveKitBridgeService"]
+
+SERVICE_NAME = "mentra.livekit.bridge.LiveKitBridge"
+VERSION = "livekit-bridge/0.1.0"
+END_REASON_KEY = "x-bridge-end-reason"
+"""Trailing metadata on StreamAudio calls that end with OK: why the bridge ended the call."""
+
+log = logging.getLogger(__name__)
+
+
+class LiveKitBridgeService:
+    def __init__(self, state: BridgeState) -> None:
+        self._state = state
+        self._registry = state.registry
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        unary = grpclib.const.Cardinality.UNARY_UNARY
+
+        def handler(name: str, fn: Any, kind: Any, request: type, reply: type) -> tuple[str, Any]:
+            return f"/{SERVICE_NAME}/{name}", grpclib.const.Handler(fn, kind, request, reply)
+
+        return dict(
+            [
+                handler(
+                    "StreamAudio",
+                    self.stream_audio,
+                    grpclib.const.Cardinality.STREAM_STREAM,
+                    AudioChunk,
+                    AudioChunk,
+                ),
+                handler("JoinRoom", self.join_room, unary, JoinRoomRequest, JoinRoomResponse),
+                handler("LeaveRoom", self.leave_room, unary, LeaveRoomRequest, LeaveRoomResponse),
+                handler(
+                    "PlayAudio",
+                    self.play_audio,
+                    grpclib.const.Cardinality.UNARY_STREAM,
+                    PlayAudioRequest,
+                    PlayAudioEvent,
+                ),
+                handler("StopAudio", self.stop_audio, unary, StopAudioRequest, StopAudioResponse),
+                handler("HealthCheck", self.health_check, unary, HealthCheckRequest, HealthCheckResponse),
+                handler("GetStatus", self.get_status, unary, BridgeStatusRequest, BridgeStatusResponse),
+            ]
+        )
+
+    async def _request(self, stream: Any) -> Any:
+        request = await stream.recv_message()
+        if request is None:
+            raise GRPCError(Status.INVALID_ARGUMENT, "empty request")
+        self._state.count_call(stream)
+        return request
+
+    async def join_room(self, stream: Any) -> None:
+        request: JoinRoomRequest = await self._request(stream)
+        outcome = await in_trio(
+            self._registry.join,
+            request.user_id,
+            request.livekit_url,
+            request.token,
+            request.room_name,
+            request.target_identity,
+        )
+        if outcome.session is None:
+            await stream.send_message(JoinRoomResponse(success=False, error=outcome.error))
+            return
+        room = outcome.session.room
+        metadata = {
+            "room": room.room_name,
+            "identity": room.identity,
+            "replaced": str(outcome.replaced).lower(),
+        }
+        await stream.send_message(
+            JoinRoomResponse(
+                success=True,
+                participant_id=room.participant_id,
+                participant_count=room.participant_count,
+                metadata=metadata,
+            )
+        )
+
+    async def leave_room(self, stream: Any) -> None:
+        request: LeaveRoomRequest = await self._request(stream)
+        try:
+            await in_trio(self._registry.leave, request.user_id, request.reason)
+        except GRPCError as err:
+            if err.status is not Status.NOT_FOUND:
+                raise
+            await stream.send_message(LeaveRoomResponse(success=False, error="session not found"))
+            return
+        await stream.send_message(LeaveRoomResponse(success=True))
+
+    async def stream_audio(self, stream: Any) -> None:
+        first: AudioChunk | None = await stream.recv_message()
+        if first is None:
+            return  # the client closed without sending anything: nothing to serve
+        self._state.count_call(stream)
+        if not first.user_id:
+            raise GRPCError(Status.INVALID_ARGUMENT, "the first StreamAudio message must carry user_id")
+        self._state.stream_opened()
+        try:
+            end = await in_trio(self._registry.serve_stream, first.user_id, stream, first)
+        finally:
+            self._state.stream_closed()
+        if end.status is not Status.OK:
+            raise GRPCError(end.status, end.message)
+        # A clean end still says why (left, replaced, superseded), for people reading client logs.
+        await stream.send_trailing_metadata(
+            status=Status.OK,
+            status_message=end.message,
+            metadata={END_REASON_KEY: end.message.encode("ascii", "backslashreplace").decode()},
+        )
+
+    async def play_audio(self, stream: Any) -> None:
+        request: PlayAudioRequest = await self._request(stream)
+        self._session_or_not_found(request.user_id)
+        # Server-side playback is the next milestone (issue "Server-side playback"); say so plainly.
+        raise GRPCError(Status.UNIMPLEMENTED, "PlayAudio is not implemented by this bridge version yet")
+
+    async def stop_audio(self, stream: Any) -> None:
+        request: StopAudioRequest = await self._request(stream)
+        try:
+            self._session_or_not_found(request.user_id)
+        except GRPCError as err:
+            if err.status is not Status.NOT_FOUND:
+                raise
+            await stream.send_message(StopAudioResponse(success=False, error="session not found"))
+            return
+        raise GRPCError(Status.UNIMPLEMENTED, "StopAudio is not implemented by this bridge version yet")
+
+    async def health_check(self, stream: Any) -> None:
+        await self._request(stream)
+        state = self._state
+        status = (
+            HealthCheckResponseServingStatus.NOT_SERVING
+            if self._registry.shutting_down
+            else HealthCheckResponseServingStatus.SERVING
+        )
+        await stream.send_message(
+            HealthCheckResponse(
+                status=status,
+                active_sessions=len(self._registry),
+                active_streams=state.active_streams,
+                uptime_seconds=int(time.monotonic() - state.started_monotonic),
+                metadata=state.health_metadata(),
+            )
+        )
+
+    async def get_status(self, stream: Any) -> None:
+        request: BridgeStatusRequest = await self._request(stream)
+        user_id = request.user_id
+        if not user_id:
+            raise GRPCError(Status.INVALID_ARGUMENT, "user_id is required")
+        try:
+            session = self._registry.get(user_id)
+        except SessionNotFoundError as err:
+            tombstone = self._registry.tombstone(user_id)
+            if tombstone is None:
+                raise grpc_error(err) from None
+            await stream.send_message(
+                BridgeStatusResponse(
+                    connected=False,
+                    last_disconnect_at=tombstone.at_ms,
+                    last_disconnect_reason=tombstone.reason,
+                    server_version=VERSION,
+                )
+            )
+            return
+        status = session.status
+        await stream.send_message(
+            BridgeStatusResponse(
+                connected=status.connected,
+                participant_id=session.room.participant_id,
+                participant_count=session.room.participant_count,
+                last_disconnect_at=status.last_disconnect_at_ms,
+                last_disconnect_reason=status.last_disconnect_reason,
+                server_version=VERSION,
+            )
+        )
+
+    def _session_or_not_found(self, user_id: str) -> None:
+        try:
+            self._registry.get(user_id)
+        except (InvalidRequestError, SessionNotFoundError) as err:
+            raise grpc_error(err) from None

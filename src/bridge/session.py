@@ -1,0 +1,408 @@
+"""One user's session: a room connection and every task that moves its audio.
+
+Task tree (all inside the session's one cancel scope; see docs/design/architecture.md)::
+
+    BridgeSession.run
+    └── nursery
+        ├── _follow_room_events       connectivity, track (un)subscriptions, kicks
+        ├── _close_when_idle          reaps the session when no stream and no call for the TTL
+        ├── _read_track (per remote audio track)        -> cloud queue
+        ├── _run_publisher (per cloud track_id)          AudioSource feeding one published track
+        └── _run_stream (while a StreamAudio call is attached)
+            ├── send_loop      cloud queue -> grpc stream
+            └── receive_loop   grpc stream -> publishers
+
+Every way a session ends (LeaveRoom, a replacing JoinRoom, the room disconnecting or kicking us, the
+idle TTL, shutdown, a bug in one of its tasks) is ``close(reason)`` or an exception, and every one
+goes through the same ``finally`` in ``run``: close the queue, unregister callbacks, disconnect the
+room, tell the registry. Nothing of a session outlives it.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import trio
+from grpclib.const import Status
+from trio_asyncio import aio_as_trio
+
+from ._gen.mentra.livekit.bridge import AudioChunk
+from .audio import SequenceTracker, split_sequence_byte
+from .cloud_link import CloudPcmConverter, StreamCounters, now_ms, receive_loop, send_loop
+from .cloud_queue import CloudAudioQueue
+from .config import BridgeConfig
+from .errors import AudioFormatError, SessionNotFoundError
+from .livekit_io.inbound import CLOUD_SAMPLE_RATE, forward_audio_track
+from .livekit_io.outbound import TrackPublisher
+from .livekit_io.room import RoomEvent, RoomLink, open_event_channel
+
+__all__ = ["BridgeSession", "CloseReason", "JoinRequest", "StreamEnd"]
+
+log = logging.getLogger(__name__)
+
+_CLEANUP_TIMEOUT_S = 5.0
+"""Upper bound on a session's cleanup (room disconnect); it never blocks the registry longer."""
+
+_BYTES_PER_MS = CLOUD_SAMPLE_RATE * 2 // 1000
+
+
+class CloseReason(enum.Enum):
+    LEFT = "left"
+    REPLACED = "replaced"
+    ROOM_DISCONNECTED = "room_disconnected"
+    IDLE = "idle"
+    SHUTDOWN = "shutdown"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    user_id: str
+    url: str
+    token: str = field(repr=False)  # never in logs or reprs
+    room_name: str = ""
+    target_identity: str = ""
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """How a StreamAudio call ends: the gRPC status and message the cloud receives."""
+
+    status: Status
+    message: str
+
+
+@dataclass
+class SessionCounters:
+    data_packets: int = 0
+    data_bytes: int = 0
+    data_packets_ignored: int = 0
+    """Packets from participants other than ``target_identity``."""
+    track_chunks: int = 0
+    streams_attached: int = 0
+    failures: int = 0
+
+
+@dataclass
+class ConnectionStatus:
+    connected: bool = False
+    last_disconnect_at_ms: int = 0
+    last_disconnect_reason: str = ""
+
+    def mark_disconnected(self, reason: str) -> None:
+        self.connected = False
+        self.last_disconnect_at_ms = now_ms()
+        self.last_disconnect_reason = reason
+
+
+@dataclass(eq=False)
+class _Attachment:
+    """The StreamAudio call currently attached to the session."""
+
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    done: trio.Event = field(default_factory=trio.Event)
+    end: StreamEnd | None = None
+
+
+class BridgeSession:
+    def __init__(
+        self,
+        request: JoinRequest,
+        config: BridgeConfig,
+        on_closed: Callable[[BridgeSession], None] = lambda _: None,
+    ) -> None:
+        self.request = request
+        self.user_id = request.user_id
+        self._config = config
+        self._on_closed = on_closed
+        self._scope = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
+        self._events_send, self._events_receive = open_event_channel()
+        self.room = RoomLink(on_data=self._on_data, events=self._events_send)
+        self.cloud_queue = CloudAudioQueue(max_bytes=config.cloud_queue_ms * _BYTES_PER_MS)
+        self.counters = SessionCounters()
+        self.stream_counters = StreamCounters()
+        self.status = ConnectionStatus()
+        self.sequences: dict[str, SequenceTracker] = {}
+        self._publishers: dict[int, TrackPublisher] = {}
+        self._track_readers: dict[str, trio.CancelScope] = {}
+        self._attachment: _Attachment | None = None
+        self._last_activity = trio.current_time()
+        self.close_reason: CloseReason | None = None
+        self.close_detail = ""
+        self.closed = trio.Event()
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, report started, move audio until closed; then clean up, whatever happened.
+
+        Raises RoomConnectError (or TooSlowError) before ``task_status.started()`` when the room
+        cannot be joined; after that, no exception leaves: a failing session ends alone.
+        """
+        started = False
+        try:
+            with self._scope:
+                with trio.fail_after(self._config.join_timeout_s):
+                    await aio_as_trio(self.room.connect)(
+                        self.request.url, self.request.token, timeout_s=self._config.join_timeout_s
+                    )
+                self.status.connected = True
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self._follow_room_events)
+                    nursery.start_soon(self._close_when_idle)
+                    for identity, track_sid, track in self.room.subscribed_audio_tracks():
+                        self._maybe_read_track(RoomEvent("track_subscribed", identity, track_sid, track))
+                    started = True
+                    task_status.started()
+        except Exception as exc:
+            if not started:
+                raise
+            self.counters.failures += 1
+            self._set_close_reason(CloseReason.FAILED, f"{type(exc).__name__}: {exc}")
+            log.exception("session failed", extra={"user_id": self.user_id})
+        finally:
+            self._nursery = None
+            with trio.CancelScope(shield=True), trio.move_on_after(_CLEANUP_TIMEOUT_S):
+                await self._cleanup()
+            if self.status.connected:
+                self.status.mark_disconnected(self.close_detail or "session closed")
+            self.closed.set()
+            self._on_closed(self)
+
+    async def _cleanup(self) -> None:
+        # Order matters: stop producers (callbacks off, queue closed) before the room goes away.
+        self.cloud_queue.close()
+        self._events_send.close()
+        await aio_as_trio(self.room.aclose)()
+
+    def close(self, reason: CloseReason, detail: str = "") -> None:
+        """End the session; returns at once. Await ``closed`` to know it is fully torn down."""
+        self._set_close_reason(reason, detail)
+        self._scope.cancel()
+
+    async def aclose(self, reason: CloseReason, detail: str = "") -> None:
+        self.close(reason, detail)
+        await self.closed.wait()
+
+    def _set_close_reason(self, reason: CloseReason, detail: str) -> None:
+        if self.close_reason is None:  # the first reason wins
+            self.close_reason = reason
+            self.close_detail = detail or reason.value
+
+    @property
+    def closing(self) -> bool:
+        return self.close_reason is not None or self._nursery is None
+
+    def touch(self) -> None:
+        """Record a call for this session (resets the idle TTL)."""
+        self._last_activity = trio.current_time()
+
+    async def _close_when_idle(self) -> None:
+        ttl = self._config.session_idle_ttl_s
+        while True:
+            idle_for = trio.current_time() - self._last_activity
+            if self._attachment is None and idle_for >= ttl:
+                log.info("closing idle session", extra={"user_id": self.user_id})
+                self.close(CloseReason.IDLE, f"no stream and no call for {ttl:g} s")
+                return
+            await trio.sleep(ttl - idle_for if self._attachment is None else ttl)
+
+    # --- room -> cloud -----------------------------------------------------------------------------
+
+    def _wants(self, identity: str) -> bool:
+        target = self.request.target_identity
+        return not target or identity == target
+
+    def _on_data(self, payload: bytes, identity: str) -> None:
+        """SDK callback for every data packet: filter, strip the sequence byte, queue. Hot path."""
+        if not self._wants(identity):
+            self.counters.data_packets_ignored += 1
+            return
+        seq, pcm = split_sequence_byte(payload)
+        if seq is not None:
+            tracker = self.sequences.get(identity)
+            if tracker is None:
+                tracker = self.sequences[identity] = SequenceTracker()
+            tracker.observe(seq)
+        self.counters.data_packets += 1
+        self.counters.data_bytes += len(pcm)
+        if pcm:
+            self.cloud_queue.put_nowait(pcm, now_ms())
+
+    def _on_track_pcm(self, pcm: bytes) -> None:
+        self.counters.track_chunks += 1
+        self.cloud_queue.put_nowait(pcm, now_ms())
+
+    async def _follow_room_events(self) -> None:
+        async for event in self._events_receive:
+            if event.kind == "track_subscribed":
+                self._maybe_read_track(event)
+            elif event.kind == "track_unsubscribed":
+                scope = self._track_readers.pop(event.track_sid, None)
+                if scope is not None:
+                    scope.cancel()
+            elif event.kind == "reconnecting":
+                self.status.mark_disconnected(event.reason)
+                log.warning("room connection lost, reconnecting", extra={"user_id": self.user_id})
+            elif event.kind == "reconnected":
+                self.status.connected = True
+                log.info("room reconnected", extra={"user_id": self.user_id})
+            elif event.kind == "disconnected":
+                self.status.mark_disconnected(f"room disconnected: {event.reason}")
+                self.close(CloseReason.ROOM_DISCONNECTED, f"room disconnected: {event.reason}")
+
+    def _maybe_read_track(self, event: RoomEvent) -> None:
+        if event.track is None or not self._wants(event.identity) or self._nursery is None:
+            return
+        # After a full reconnect the SDK re-announces tracks as new objects: replace the old reader.
+        old = self._track_readers.pop(event.track_sid, None)
+        if old is not None:
+            old.cancel()
+        scope = self._track_readers[event.track_sid] = trio.CancelScope()
+        self._nursery.start_soon(self._read_track, event.track_sid, event.track, scope)
+
+    async def _read_track(self, track_sid: str, track: Any, scope: trio.CancelScope) -> None:
+        with scope:
+            forward = functools.partial(
+                forward_audio_track, track, self._on_track_pcm, chunk_ms=self._config.track_chunk_ms
+            )
+            await aio_as_trio(forward)()
+        if self._track_readers.get(track_sid) is scope:
+            del self._track_readers[track_sid]
+
+    # --- cloud -> room -----------------------------------------------------------------------------
+
+    async def publish(self, track_id: int, samples: npt.NDArray[np.int16]) -> None:
+        """Queue samples (mono, publish rate) on ``track_id``'s track, creating it on first use.
+
+        Called on the asyncio side by a stream's receive loop.
+        """
+        publisher = self._publishers.get(track_id)
+        if publisher is None:
+            if self._nursery is None:
+                raise SessionNotFoundError(self.user_id)
+            publisher = TrackPublisher(
+                self.room,
+                track_id,
+                sample_rate=self._config.publish_sample_rate,
+                queue_ms=self._config.publish_queue_ms,
+            )
+            self._publishers[track_id] = publisher
+            self._nursery.start_soon(aio_as_trio(publisher.run), name=f"publisher:{publisher.name}")
+        await publisher.write(samples)
+
+    @property
+    def published_tracks(self) -> dict[int, TrackPublisher]:
+        return dict(self._publishers)
+
+    # --- the attached StreamAudio call ------------------------------------------------------------
+
+    @property
+    def has_stream(self) -> bool:
+        return self._attachment is not None
+
+    async def serve_stream(self, stream: Any, first: AudioChunk) -> StreamEnd:
+        """Run a StreamAudio call inside this session until it ends; return how it ended.
+
+        A newer call replaces an older one (the older ends with OK). The call's tasks live in the
+        session's nursery, so LeaveRoom or a replacing JoinRoom ends them too; if the client goes
+        away, the caller is cancelled and the ``finally`` below ends them before returning.
+        """
+        if self.closing or self._nursery is None:
+            raise SessionNotFoundError(self.user_id)
+        attachment = _Attachment()
+        previous, self._attachment = self._attachment, attachment
+        if previous is not None:
+            previous.end = StreamEnd(Status.OK, "superseded by a newer StreamAudio call")
+            previous.scope.cancel()
+        self.counters.streams_attached += 1
+        self.touch()
+        self._nursery.start_soon(self._run_stream, attachment, previous, stream, first)
+        try:
+            await attachment.done.wait()
+        finally:
+            attachment.scope.cancel()
+            with trio.CancelScope(shield=True):
+                await attachment.done.wait()
+            if self._attachment is attachment:
+                self._attachment = None
+            self.touch()
+        return attachment.end or self._end_for_close()
+
+    async def _run_stream(
+        self, attachment: _Attachment, previous: _Attachment | None, stream: Any, first: AudioChunk
+    ) -> None:
+        converter = CloudPcmConverter(self._config.publish_sample_rate)
+        try:
+            with attachment.scope:
+                if previous is not None:  # one consumer of the cloud queue at a time
+                    await previous.done.wait()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(
+                        aio_as_trio(send_loop), stream, self.cloud_queue, self.user_id, self.stream_counters
+                    )
+                    nursery.start_soon(
+                        aio_as_trio(receive_loop),
+                        stream,
+                        first,
+                        self.publish,
+                        converter,
+                        self.stream_counters,
+                    )
+        except* AudioFormatError as group:
+            attachment.end = StreamEnd(Status.INVALID_ARGUMENT, str(group.exceptions[0]))
+        except* Exception as group:
+            # The cloud's connection broke, or a bug: the stream ends, the session stays.
+            err = group.exceptions[0]
+            log.warning(
+                "stream ended by error: %s: %s", type(err).__name__, err, extra={"user_id": self.user_id}
+            )
+            attachment.end = attachment.end or StreamEnd(Status.UNAVAILABLE, f"stream failed: {err}")
+        finally:
+            attachment.done.set()
+
+    def _end_for_close(self) -> StreamEnd:
+        reason, detail = self.close_reason, self.close_detail
+        if reason is CloseReason.LEFT:
+            return StreamEnd(Status.OK, f"session left: {detail}")
+        if reason is CloseReason.REPLACED:
+            return StreamEnd(Status.OK, "session replaced by a new JoinRoom")
+        if reason is CloseReason.SHUTDOWN:
+            return StreamEnd(Status.UNAVAILABLE, "bridge shutting down")
+        return StreamEnd(Status.UNAVAILABLE, f"session ended: {detail}")
+
+    # --- reporting ---------------------------------------------------------------------------------
+
+    def sequence_totals(self) -> dict[str, int]:
+        totals = {"received": 0, "lost": 0, "reordered": 0, "duplicates": 0}
+        for tracker in self.sequences.values():
+            totals["received"] += tracker.received
+            totals["lost"] += tracker.lost
+            totals["reordered"] += tracker.reordered
+            totals["duplicates"] += tracker.duplicates
+        return totals
+
+    def describe(self) -> dict[str, str]:
+        """Counters for JoinRoom/HealthCheck metadata: strings only, no secrets."""
+        seq = self.sequence_totals()
+        queue = self.cloud_queue
+        return {
+            "room": self.room.room_name,
+            "identity": self.room.identity,
+            "data_packets": str(self.counters.data_packets),
+            "packets_lost": str(seq["lost"]),
+            "packets_reordered": str(seq["reordered"]),
+            "queue_depth": str(queue.depth),
+            "queue_dropped_chunks": str(queue.dropped_chunks),
+            "wall_clock_ms": str(int(time.time() * 1000)),
+        }

@@ -1,0 +1,67 @@
+"""The room -> cloud queue: bounded by bytes, drops the oldest, never accepts after close."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from trio_asyncio import aio_as_trio
+
+from bridge.cloud_queue import CloudAudioQueue, QueueClosed
+
+
+def chunk(n: int, size: int = 100) -> bytes:
+    return bytes([n]) * size
+
+
+def test_overflow_drops_the_oldest_chunks_and_counts_them() -> None:
+    queue = CloudAudioQueue(max_bytes=300)
+    for n in range(5):
+        queue.put_nowait(chunk(n), timestamp_ms=n)
+    assert queue.depth == 3 and queue.queued_bytes == 300
+    assert queue.dropped_chunks == 2 and queue.dropped_bytes == 200
+    assert queue.enqueued == 5
+
+
+def test_a_chunk_larger_than_the_queue_keeps_its_newest_whole_samples() -> None:
+    queue = CloudAudioQueue(max_bytes=10)
+    queue.put_nowait(bytes(range(16)), timestamp_ms=0)
+    assert queue.queued_bytes == 10 and queue.dropped_bytes == 6
+    queue.put_nowait(bytes(range(13)), timestamp_ms=0)  # 3 bytes over: drop 4, never exceed the bound
+    assert queue.queued_bytes == 9 and queue.dropped_bytes == 6 + 10 + 4
+
+
+def test_after_close_puts_are_ignored_and_counted_never_raised() -> None:
+    queue = CloudAudioQueue(max_bytes=300)
+    queue.put_nowait(chunk(1), 0)
+    queue.close()
+    queue.put_nowait(chunk(2), 1)  # a late LiveKit callback
+    assert queue.depth == 0 and queue.rejected_after_close == 1
+
+
+async def test_get_batch_takes_everything_queued_and_close_wakes_the_consumer(aio_loop: object) -> None:
+    queue = CloudAudioQueue(max_bytes=1000)
+    results: list[object] = []
+
+    async def consume() -> None:
+        try:
+            while True:
+                results.append([c.pcm[0] for c in await queue.get_batch()])
+        except QueueClosed:
+            results.append("closed")
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(aio_as_trio(consume))
+            await trio.sleep(0.01)
+            queue.put_nowait(chunk(1), 0)
+            queue.put_nowait(chunk(2), 0)
+            await trio.sleep(0.01)
+            queue.put_nowait(chunk(3), 0)
+            await trio.sleep(0.01)
+            queue.close()
+    assert results == [[1, 2], [3], "closed"]
+
+
+def test_max_bytes_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        CloudAudioQueue(max_bytes=0)
