@@ -1,0 +1,216 @@
+"""Every way a session ends leaves nothing behind: replace, leave, stream cancel, lost room, idle TTL."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trio
+from grpclib.const import Status
+from trio_asyncio import aio_as_trio
+
+from bridge._gen.mentra.livekit.bridge import AudioChunk, BridgeStatusRequest, LeaveRoomRequest
+from bridge.session import CloseReason
+from conftest import running_bridge
+from support import participants
+from support.cloud import CloudStream
+from support.flows import join, new_room, wait_until
+from support.leaks import assert_back_to
+
+pytestmark = pytest.mark.livekit
+
+
+def mic_packets(first_seq: int, count: int) -> list[bytes]:
+    rng = np.random.default_rng(first_seq)
+    return [
+        bytes([(first_seq + i) % 256]) + rng.integers(-9000, 9000, 320, dtype=np.int16).tobytes()
+        for i in range(count)
+    ]
+
+
+async def test_join_room_twice_tears_the_old_session_down_first_then_replaces_it(bridge) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(45):
+        user, room = "replace-user", new_room()
+        phone = await aio_as_trio(participants.connect)(bridge.livekit.url, bridge.token(user, room))
+        baseline = await bridge.census()
+        assert (await join(bridge, user, room)).success
+        old = bridge.state.registry.get(user)
+        first = CloudStream(bridge.channel, user)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(aio_as_trio(first.run))
+            await first.opened.wait()
+            await wait_until(lambda: old.has_stream, what="first stream attached")
+
+            second_join = await join(bridge, user, room)
+            assert second_join.success and second_join.metadata["replaced"] == "true"
+            assert old.closed.is_set() and old.close_reason is CloseReason.REPLACED
+            new = bridge.state.registry.get(user)
+            assert new is not old
+            await first.ended.wait()
+            assert first.status is Status.OK and "replaced" in first.message
+
+            second = CloudStream(bridge.channel, user)
+            nursery.start_soon(aio_as_trio(second.run))
+            await second.opened.wait()
+            await aio_as_trio(participants.wait_for_participant)(phone, f"bridge-{user}")
+            packets = mic_packets(0, 10)
+            await aio_as_trio(participants.send_packets)(phone, packets, 0.01)
+            await wait_until(
+                lambda: len(second.pcm) == sum(len(p) - 1 for p in packets), what="audio on new stream"
+            )
+            assert first.pcm == b""  # nothing of the new session went to the replaced stream
+
+            assert (await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))).success
+            await second.ended.wait()
+        await assert_back_to(baseline)
+        await aio_as_trio(participants.disconnect)(phone)
+
+
+async def test_a_stream_cancelled_by_the_cloud_ends_its_tasks_and_the_session_stays(bridge) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(45):
+        user, room = "cancel-user", new_room()
+        phone = await aio_as_trio(participants.connect)(bridge.livekit.url, bridge.token(user, room))
+        assert (await join(bridge, user, room)).success
+        session = bridge.state.registry.get(user)
+        with_session = await bridge.census()
+
+        cloud = CloudStream(bridge.channel, user)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(aio_as_trio(cloud.run))
+            await wait_until(lambda: session.has_stream, what="stream attached")
+            nursery.cancel_scope.cancel()  # the cloud cancels the call (HTTP/2 RST_STREAM)
+        await wait_until(lambda: not session.has_stream, what="stream detached")
+        await assert_back_to(with_session)  # the stream's tasks are gone, the session's remain
+
+        status = await aio_as_trio(bridge.stub.get_status)(BridgeStatusRequest(user_id=user))
+        assert status.connected
+
+        again = CloudStream(bridge.channel, user)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(aio_as_trio(again.run))
+            await again.opened.wait()
+            await aio_as_trio(participants.wait_for_participant)(phone, f"bridge-{user}")
+            packets = mic_packets(7, 5)
+            await aio_as_trio(participants.send_packets)(phone, packets, 0.01)
+            await wait_until(
+                lambda: len(again.pcm) == sum(len(p) - 1 for p in packets), what="audio after reopen"
+            )
+            await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))
+        assert again.status is Status.OK
+        await aio_as_trio(participants.disconnect)(phone)
+
+
+async def test_a_session_without_stream_or_calls_is_reaped_after_the_idle_ttl(
+    aio_loop, livekit_server
+) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(45):
+        async with running_bridge(livekit_server, session_idle_ttl_s=1.0) as bridge:
+            user, room = "idle-user", new_room()
+            baseline = await bridge.census()
+            assert (await join(bridge, user, room)).success
+
+            # A cloud that opened its stream and then vanished (its connection dropped) ...
+            cloud = CloudStream(bridge.channel, user)
+            async with trio.open_nursery() as stream_nursery:
+                stream_nursery.start_soon(aio_as_trio(cloud.run))
+                await cloud.opened.wait()
+                await wait_until(lambda: bridge.state.registry.get(user).has_stream, what="stream attached")
+                bridge.channel.close()  # abrupt: the TCP connection goes away
+            # ... leaves a session that is reaped once the TTL has passed without calls.
+            await wait_until(lambda: len(bridge.state.registry) == 0, timeout_s=5, what="idle session reaped")
+            tombstone = bridge.state.registry.tombstone(user)
+            assert tombstone is not None and "no stream and no call" in tombstone.reason
+            await bridge.reconnect()
+            await bridge.census()
+            await assert_back_to(baseline)
+
+
+async def test_the_livekit_server_stopped_under_a_live_session_is_reported_and_survived(  # type: ignore[no-untyped-def]
+    aio_loop, private_livekit_server
+) -> None:
+    lk = private_livekit_server
+    with trio.fail_after(60):
+        async with running_bridge(lk) as bridge:
+            user, room = "outage-user", new_room()
+            baseline = await bridge.census()
+            assert (await join(bridge, user, room)).success
+            cloud = CloudStream(bridge.channel, user)
+            async with trio.open_nursery() as stream_nursery:
+                stream_nursery.start_soon(aio_as_trio(cloud.run))
+                await cloud.opened.wait()
+
+                before_kill = trio.current_time()
+                await trio.to_thread.run_sync(lk.kill)
+                status = None
+                with trio.move_on_after(10):
+                    while True:
+                        status = await aio_as_trio(bridge.stub.get_status)(BridgeStatusRequest(user_id=user))
+                        if not status.connected:
+                            break
+                        await trio.sleep(0.05)
+                assert status is not None and not status.connected, "GetStatus never reported the outage"
+                assert status.last_disconnect_at > 0 and status.last_disconnect_reason
+                print(f"outage reported {trio.current_time() - before_kill:.2f} s after the kill")
+
+                restarting = trio.current_time()
+                await trio.to_thread.run_sync(lk.restart)
+                print(f"server restart took {trio.current_time() - restarting:.2f} s")
+                restarted = trio.current_time()
+                with trio.move_on_after(30):
+                    while not (
+                        await aio_as_trio(bridge.stub.get_status)(BridgeStatusRequest(user_id=user))
+                    ).connected:
+                        await trio.sleep(0.1)
+                status = await aio_as_trio(bridge.stub.get_status)(BridgeStatusRequest(user_id=user))
+                print(f"reconnected {trio.current_time() - restarted:.2f} s after the restart")
+                assert status.connected, "the session did not reconnect after the server came back"
+
+                # Connected for real: a phone joining the restarted server reaches the cloud stream.
+                phone = await aio_as_trio(participants.connect)(lk.url, lk.token(user, room))
+                await aio_as_trio(participants.wait_for_participant)(phone, f"bridge-{user}", 20)
+                # A phone's first lossy packets can precede its data channel being ready: send for a
+                # while and check that what arrives is exactly what was sent.
+                packets = mic_packets(100, 60)
+                async with trio.open_nursery() as sender:
+                    sender.start_soon(aio_as_trio(participants.send_packets), phone, packets, 0.05)
+                    await wait_until(lambda: len(cloud.received) >= 5, what="audio after the outage")
+                    sender.cancel_scope.cancel()
+                sent = {p[1:] for p in packets}
+                assert all(chunk.pcm_data in sent for chunk in cloud.received)
+                await aio_as_trio(participants.disconnect)(phone)
+                assert (await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))).success
+            await assert_back_to(baseline)
+
+
+async def test_tasks_per_session_are_few_counted_and_all_end(bridge) -> None:  # type: ignore[no-untyped-def]
+    """The task budget of a session, printed (see docs/design/architecture.md) and bounded."""
+    with trio.fail_after(45):
+        user, room = "budget-user", new_room()
+        phone = await aio_as_trio(participants.connect)(bridge.livekit.url, bridge.token(user, room))
+        baseline = await bridge.census()
+        assert (await join(bridge, user, room)).success
+        joined = await bridge.census()
+        cloud = CloudStream(bridge.channel, user)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(aio_as_trio(cloud.run))
+            await wait_until(lambda: bridge.state.registry.get(user).has_stream, what="stream attached")
+            streaming = await bridge.census()
+            await aio_as_trio(cloud.send)(AudioChunk(pcm_data=b"\x00" * 3200, sample_rate=16000, channels=1))
+            await wait_until(lambda: bool(bridge.state.registry.get(user).published_tracks), what="track")
+            publishing = await bridge.census()
+            # The census includes the test's own CloudStream task: count the bridge's side only.
+            rows = {
+                "joined (room, events, idle reaper)": (joined, baseline),
+                "+ StreamAudio attached": (streaming, joined),
+                "+ one published track": (publishing, streaming),
+            }
+            for label, (now, before) in rows.items():
+                print(
+                    f"{label}: trio +{now.trio_tasks - before.trio_tasks}, "
+                    f"asyncio +{now.asyncio_total - before.asyncio_total}"
+                )
+            assert joined.trio_tasks - baseline.trio_tasks <= 4
+            assert joined.asyncio_total - baseline.asyncio_total <= 2
+            assert publishing.trio_tasks - baseline.trio_tasks <= 12
+            await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))
+        await assert_back_to(baseline)
+        await aio_as_trio(participants.disconnect)(phone)

@@ -1,0 +1,104 @@
+"""Room -> cloud through a real LiveKit server: phone data packets and phone audio tracks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trio
+from trio_asyncio import aio_as_trio
+
+from audio_checks import dominant_frequency, loud_segment, rms, sine
+from bridge._gen.mentra.livekit.bridge import (
+    BridgeStatusRequest,
+    HealthCheckRequest,
+    LeaveRoomRequest,
+)
+from bridge.session import BridgeSession
+from support import participants
+from support.cloud import CloudStream
+from support.flows import join, new_room, wait_until
+from support.leaks import assert_back_to
+
+pytestmark = pytest.mark.livekit
+
+
+def packet_payload(index: int) -> bytes:
+    """3200 bytes (100 ms of 16 kHz mono s16le) unique to ``index``."""
+    return np.random.default_rng(index).integers(-20000, 20000, 1600, dtype=np.int16).tobytes()
+
+
+async def test_phone_data_packets_arrive_byte_exact_in_order_and_skipped_sequence_numbers_are_counted(
+    bridge,
+) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(45):
+        user, room = "phone-user-1", new_room()
+        phone = await aio_as_trio(participants.connect)(bridge.livekit.url, bridge.token(user, room))
+        baseline = await bridge.census()
+
+        response = await join(bridge, user, room)
+        assert response.success, response.error
+        assert response.participant_id.startswith("PA_")
+        assert response.participant_count == 2
+
+        cloud = CloudStream(bridge.channel, user)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(aio_as_trio(cloud.run))
+            await cloud.opened.wait()
+            await aio_as_trio(participants.wait_for_participant)(phone, f"bridge-{user}")
+
+            # Sequence numbers 240..279 wrap past 255; the phone "loses" two of them on the way.
+            skipped = {250, 260}
+            indices = [i for i in range(240, 280) if i not in skipped]
+            packets = [bytes([i % 256]) + packet_payload(i) for i in indices]
+            expected = b"".join(packet_payload(i) for i in indices)
+            await aio_as_trio(participants.send_packets)(phone, packets, 0.01)
+
+            await wait_until(lambda: len(cloud.pcm) >= len(expected), what="all PCM at the cloud")
+            assert cloud.pcm == expected
+            assert all(chunk.sample_rate == 16000 and chunk.channels == 1 for chunk in cloud.received)
+            assert all(chunk.user_id == user for chunk in cloud.received)
+
+            session: BridgeSession = bridge.state.registry.get(user)
+            totals = session.sequence_totals()
+            assert totals["lost"] == len(skipped)
+            assert totals["reordered"] == 0
+            health = await aio_as_trio(bridge.stub.health_check)(HealthCheckRequest())
+            assert health.metadata["packets_lost"] == str(len(skipped))
+            assert health.active_sessions == 1 and health.active_streams == 1
+
+            left = await aio_as_trio(bridge.stub.leave_room)(
+                LeaveRoomRequest(user_id=user, reason="test done")
+            )
+            assert left.success
+            await cloud.ended.wait()
+        assert cloud.status is not None and cloud.status.name == "OK"
+        status = await aio_as_trio(bridge.stub.get_status)(BridgeStatusRequest(user_id=user))
+        assert not status.connected and status.last_disconnect_at > 0
+        await assert_back_to(baseline)
+        await aio_as_trio(participants.disconnect)(phone)
+
+
+async def test_a_phone_audio_track_arrives_as_16khz_mono_pcm_with_its_frequency(bridge) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(45):
+        user, room = "phone-user-2", new_room()
+        phone = await aio_as_trio(participants.connect)(bridge.livekit.url, bridge.token(user, room))
+        baseline = await bridge.census()
+        assert (await join(bridge, user, room)).success
+        cloud = CloudStream(bridge.channel, user)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(aio_as_trio(cloud.run))
+            await cloud.opened.wait()
+            await aio_as_trio(participants.wait_for_participant)(phone, f"bridge-{user}")
+            tone = sine(1000, 2.0, 48000, amplitude=0.5)
+            await aio_as_trio(participants.publish_tone)(phone, tone, 48000)
+            await wait_until(lambda: len(cloud.pcm) >= 16000 * 2 * 1.5, what="1.5 s of track audio")
+            received = np.frombuffer(cloud.pcm, dtype=np.int16)
+            assert all(chunk.sample_rate == 16000 and chunk.channels == 1 for chunk in cloud.received)
+            assert len(cloud.received[0].pcm_data) == 16000 * 2 * bridge.config.track_chunk_ms // 1000
+            loud = loud_segment(received)
+            assert abs(dominant_frequency(loud, 16000) - 1000) < 5
+            assert 0.7 * rms(tone) < rms(loud) < 1.3 * rms(tone)
+            await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))
+            await cloud.ended.wait()
+        await assert_back_to(baseline)
+        await aio_as_trio(participants.disconnect)(phone)

@@ -1,0 +1,162 @@
+"""The server around the sessions: health, reflection, unix socket, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.health.v1.health_grpc import HealthStub
+from grpclib.health.v1.health_pb2 import HealthCheckRequest as GrpcHealthCheckRequest
+from grpclib.health.v1.health_pb2 import HealthCheckResponse as GrpcHealthCheckResponse
+from grpclib.reflection.v1.reflection_grpc import ServerReflectionStub
+from grpclib.reflection.v1.reflection_pb2 import ServerReflectionRequest
+from trio_asyncio import aio_as_trio
+
+from bridge import serve
+from bridge._gen.mentra.livekit.bridge import (
+    HealthCheckRequest,
+    HealthCheckResponseServingStatus,
+    LeaveRoomRequest,
+    LiveKitBridgeStub,
+)
+from conftest import make_config
+from support.cloud import CloudStream
+from support.flows import join, new_room
+
+pytestmark = pytest.mark.livekit
+
+SERVICE = "mentra.livekit.bridge.LiveKitBridge"
+
+
+async def _health(channel: Channel, service: str) -> int:
+    reply = await HealthStub(channel).Check(GrpcHealthCheckRequest(service=service))
+    return int(reply.status)
+
+
+async def _reflect(channel: Channel) -> tuple[list[str], int]:
+    """List services, and fetch the file that defines our service (what `grpcurl describe` does)."""
+    stub = ServerReflectionStub(channel)
+    async with stub.ServerReflectionInfo.open() as stream:
+        await stream.send_message(ServerReflectionRequest(list_services=""))
+        listed = await stream.recv_message()
+        await stream.send_message(ServerReflectionRequest(file_containing_symbol=SERVICE))
+        described = await stream.recv_message()
+        await stream.end()
+    assert listed is not None and described is not None
+    names = [s.name for s in listed.list_services_response.service]
+    return names, len(described.file_descriptor_response.file_descriptor_proto)
+
+
+async def test_health_reflection_and_healthcheck_counters(bridge) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(30):
+        assert await aio_as_trio(_health)(bridge.channel, SERVICE) == GrpcHealthCheckResponse.SERVING
+        assert await aio_as_trio(_health)(bridge.channel, "") == GrpcHealthCheckResponse.SERVING
+        names, files = await aio_as_trio(_reflect)(bridge.channel)
+        assert SERVICE in names and "grpc.health.v1.Health" in names
+        assert files >= 1  # the descriptor is really there, so `grpcurl describe` works
+
+        user, room = "health-user", new_room()
+        assert (await join(bridge, user, room)).success
+        await trio.sleep(1.1)
+        health = await aio_as_trio(bridge.stub.health_check)(HealthCheckRequest())
+        assert health.status is HealthCheckResponseServingStatus.SERVING
+        assert health.active_sessions == 1 and health.uptime_seconds >= 1
+        assert int(health.metadata["trio_tasks"]) > 0 and int(health.metadata["asyncio_tasks"]) > 0
+        await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))
+
+
+async def _unix_health(path: str) -> int:
+    channel = Channel(path=path)
+    try:
+        return await _health(channel, SERVICE)
+    finally:
+        channel.close()
+
+
+async def test_the_bridge_listens_on_a_private_unix_socket_replacing_a_stale_one(
+    aio_loop, livekit_server, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "bridge.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()  # a socket file left behind by a crashed bridge
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            state = await nursery.start(serve, make_config(livekit_server, grpc_socket=str(path)))
+            assert state.address == f"unix:{path}"
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+            assert await aio_as_trio(_unix_health)(str(path)) == GrpcHealthCheckResponse.SERVING
+            state.request_shutdown()
+    assert not path.exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _open_channel(port: int) -> Channel:
+    return Channel("127.0.0.1", port)
+
+
+async def test_sigterm_closes_live_sessions_with_unavailable_and_exits_zero(  # type: ignore[no-untyped-def]
+    aio_loop, livekit_server, tmp_path: Path
+) -> None:
+    port = _free_port()
+    env = dict(os.environ, PORT=str(port), LIVEKIT_URL=livekit_server.url, BRIDGE_SHUTDOWN_TIMEOUT_S="5")
+    log_path = tmp_path / "bridge.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "bridge"], env=env, stderr=log)
+    try:
+        with trio.fail_after(40):
+            channel = await aio_as_trio(_open_channel)(port)
+            stub = LiveKitBridgeStub(channel)
+
+            async def up() -> bool:
+                try:
+                    await aio_as_trio(stub.health_check)(HealthCheckRequest())
+                    return True
+                except OSError:
+                    return False
+
+            while not await up():
+                await trio.sleep(0.1)
+
+            class Remote:  # what support.flows.join needs from a bridge
+                def __init__(self) -> None:
+                    self.stub = stub
+
+                def token(self, identity: str, room: str) -> str:
+                    return livekit_server.token(identity, room)
+
+            user = "sigterm-user"
+            assert (await join(Remote(), user, new_room())).success
+            cloud = CloudStream(channel, user)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(aio_as_trio(cloud.run))
+                await cloud.opened.wait()
+                await trio.sleep(0.3)
+                sent_at = trio.current_time()
+                process.send_signal(signal.SIGTERM)
+                await cloud.ended.wait()
+            assert cloud.status is Status.UNAVAILABLE and "shutting down" in cloud.message
+            exit_code = await trio.to_thread.run_sync(process.wait, 15)
+            elapsed = trio.current_time() - sent_at
+            channel.close()
+        assert exit_code == 0, log_path.read_text()
+        assert "shutting down" in log_path.read_text()
+        assert elapsed < 5 + 3  # within BRIDGE_SHUTDOWN_TIMEOUT_S, plus process start-up slack
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -1,0 +1,1 @@
+"""Test helpers: real LiveKit participants (phone, listener), a cloud client, and leak checks."""
