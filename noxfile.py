@@ -1,0 +1,49 @@
+"""Developer and CI tasks. `nox -s lint tests` is what CI runs (see README and .ci/run)."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_external_run = True
+
+PYTHON = "3.11"
+# The proto generators are pinned: their output is committed and checked for staleness.
+PROTO_TOOLS = ["grpcio-tools==1.85.1", "betterproto2-compiler==0.10.1"]
+LINT_TOOLS = ["ruff==0.17.6", "mypy==2.4.1", "types-protobuf"]
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff (format + rules), mypy strict on src/, and a check that src/bridge/_gen matches proto/."""
+    session.install("-e", ".[test]", *LINT_TOOLS, *PROTO_TOOLS)
+    session.run("ruff", "format", "--check", "src", "tests", "tools", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "tools", "noxfile.py")
+    session.run("mypy")
+    session.run("python", "tools/gen_proto.py", "--check")
+
+
+@nox.session(python=PYTHON)
+def proto(session: nox.Session) -> None:
+    """Regenerate src/bridge/_gen from proto/livekit_bridge.proto."""
+    session.install(*PROTO_TOOLS)
+    session.run("python", "tools/gen_proto.py")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Unit and integration tests; integration tests build (once) and start a real LiveKit server."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "bridge.devserver", "build")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bridge(session: nox.Session) -> None:
+    """Run the bridge; without LIVEKIT_URL it starts a local LiveKit server for you."""
+    session.install("-e", ".")
+    args = [] if os.environ.get("LIVEKIT_URL") else ["--dev-server"]
+    session.run("livekit-bridge", *args, *session.posargs)
