@@ -116,6 +116,13 @@ async def test_bad_requests_get_clear_answers_while_a_healthy_session_loses_noth
             )
             assert not bad_token.success and "could not connect" in bad_token.error
             assert "not-a-jwt" not in bad_token.error  # tokens are never echoed or logged
+            # A well-formed token with a bad signature: LiveKit quotes it back; we must not.
+            forged = bridge.token("bridge-forged", room)[:-6] + "AAAAAA"
+            forged_join = await aio_as_trio(stub.join_room)(
+                JoinRoomRequest(user_id="forged", room_name=room, token=forged, target_identity="x")
+            )
+            assert not forged_join.success and "401" in forged_join.error
+            assert forged not in forged_join.error and forged.split(".")[1] not in forged_join.error
             unreachable = await aio_as_trio(stub.join_room)(
                 JoinRoomRequest(
                     user_id="unreachable",
@@ -125,7 +132,7 @@ async def test_bad_requests_get_clear_answers_while_a_healthy_session_loses_noth
                 )
             )
             assert not unreachable.success and "could not connect" in unreachable.error
-            assert bridge.state.registry.sessions_failed_to_join == 2
+            assert bridge.state.registry.sessions_failed_to_join == 3
 
             # StreamAudio for a user without a session, or without a user at all.
             await open_stream_expecting(bridge, "nobody", Status.NOT_FOUND)

@@ -20,6 +20,7 @@ import trio
 from livekit import rtc
 
 from ..errors import RoomConnectError
+from ..redact import redact
 
 __all__ = ["RoomEvent", "RoomLink", "open_event_channel"]
 
@@ -122,7 +123,8 @@ class RoomLink:
             await room.connect(url, token, rtc.RoomOptions(auto_subscribe=True, connect_timeout=timeout_s))
         except rtc.ConnectError as err:
             await self.aclose()
-            raise RoomConnectError(f"could not connect to LiveKit at {url}: {err}") from None
+            # The server may quote a rejected token in its error: never pass it on.
+            raise RoomConnectError(redact(f"could not connect to LiveKit at {url}: {err}", token)) from None
         except BaseException:
             await self.aclose()
             raise
