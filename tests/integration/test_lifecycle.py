@@ -214,3 +214,32 @@ async def test_tasks_per_session_are_few_counted_and_all_end(bridge) -> None:  #
             await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))
         await assert_back_to(baseline)
         await aio_as_trio(participants.disconnect)(phone)
+
+
+@pytest.mark.parametrize("how", ["server API RemoveParticipant", "duplicate identity"])
+async def test_a_kicked_session_ends_its_stream_with_unavailable_and_leaves_nothing(bridge, how: str) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(45):
+        user, room = "kicked-user", new_room()
+        baseline = await bridge.census()
+        assert (await join(bridge, user, room)).success
+        session = bridge.state.registry.get(user)
+        cloud = CloudStream(bridge.channel, user)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(aio_as_trio(cloud.run))
+            await wait_until(lambda: session.has_stream, what="stream attached")
+            lk = bridge.livekit
+            intruder = None
+            if how == "duplicate identity":  # another participant joins as the bridge: LiveKit kicks ours
+                intruder = await aio_as_trio(participants.connect)(lk.url, lk.token(f"bridge-{user}", room))
+            else:
+                await aio_as_trio(participants.remove_participant)(
+                    lk.http_url, lk.api_key, lk.api_secret, room, f"bridge-{user}"
+                )
+            await cloud.ended.wait()
+        assert cloud.status is Status.UNAVAILABLE and "room disconnected" in cloud.message, cloud.message
+        assert session.close_reason is CloseReason.ROOM_DISCONNECTED
+        status = await aio_as_trio(bridge.stub.get_status)(BridgeStatusRequest(user_id=user))
+        assert not status.connected and "room disconnected" in status.last_disconnect_reason
+        if intruder is not None:
+            await aio_as_trio(participants.disconnect)(intruder)
+        await assert_back_to(baseline)

@@ -102,3 +102,48 @@ async def test_a_phone_audio_track_arrives_as_16khz_mono_pcm_with_its_frequency(
             await cloud.ended.wait()
         await assert_back_to(baseline)
         await aio_as_trio(participants.disconnect)(phone)
+
+
+async def test_target_identity_selects_the_phone_and_an_empty_target_takes_everyone(bridge) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(45):
+        room = new_room()
+        phone_id, other_id = "target-phone", "someone-else"
+        lk = bridge.livekit
+        phone = await aio_as_trio(participants.connect)(lk.url, lk.token(phone_id, room))
+        other = await aio_as_trio(participants.connect)(lk.url, lk.token(other_id, room))
+        baseline = await bridge.census()
+        assert (await join(bridge, phone_id, room)).success  # target_identity = the phone
+        assert (await join(bridge, "listen-all", room, target="")).success  # everyone
+        filtered = CloudStream(bridge.channel, phone_id)
+        everyone = CloudStream(bridge.channel, "listen-all")
+        async with trio.open_nursery() as nursery:
+            for stream in (filtered, everyone):
+                nursery.start_soon(aio_as_trio(stream.run))
+                await stream.opened.wait()
+            for room_ in (phone, other):
+                for bridge_identity in (f"bridge-{phone_id}", "bridge-listen-all"):
+                    await aio_as_trio(participants.wait_for_participant)(room_, bridge_identity)
+
+            # The phone sends sequence numbers 0 1 3 2 4: one packet overtaken, none lost.
+            phone_packets = [bytes([seq]) + packet_payload(seq) for seq in (0, 1, 3, 2, 4)]
+            other_packets = [bytes([seq]) + packet_payload(100 + seq) for seq in range(3)]
+            await aio_as_trio(participants.send_packets)(phone, phone_packets, 0.02)
+            await aio_as_trio(participants.send_packets)(other, other_packets, 0.02)
+
+            phone_pcm = b"".join(p[1:] for p in phone_packets)
+            other_pcm = b"".join(p[1:] for p in other_packets)
+            await wait_until(
+                lambda: len(everyone.pcm) >= len(phone_pcm) + len(other_pcm), what="everyone's audio"
+            )
+            await trio.sleep(0.3)  # anything wrongly forwarded would arrive by now
+            assert filtered.pcm == phone_pcm  # in arrival order, the other participant filtered out
+            assert everyone.pcm == phone_pcm + other_pcm
+
+            session = bridge.state.registry.get(phone_id)
+            assert session.sequence_totals() == {"received": 5, "lost": 0, "reordered": 1, "duplicates": 0}
+            assert session.counters.data_packets_ignored == len(other_packets)
+            for user in (phone_id, "listen-all"):
+                await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))
+        await assert_back_to(baseline)
+        for room_ in (phone, other):
+            await aio_as_trio(participants.disconnect)(room_)

@@ -110,3 +110,14 @@ class Listener:
                     self.first_frame_at[name] = loop.time()
         finally:
             await stream.aclose()
+
+
+async def remove_participant(http_url: str, api_key: str, api_secret: str, room: str, identity: str) -> None:
+    """Kick ``identity`` out of ``room`` through the server API (what an operator or the cloud does)."""
+    from livekit import api
+
+    lkapi = api.LiveKitAPI(url=http_url, api_key=api_key, api_secret=api_secret)
+    try:
+        await lkapi.room.remove_participant(api.RoomParticipantIdentity(room=room, identity=identity))
+    finally:
+        await lkapi.aclose()
