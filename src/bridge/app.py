@@ -37,6 +37,8 @@ from trio_asyncio import aio_as_trio
 
 from . import diagnostics
 from .config import BridgeConfig
+from .fetch import FetchLimits, HostPolicy, make_fetch_client
+from .playback import PlaybackLimits, PlaybackServices, PlaybackStats
 from .registry import SessionRegistry
 from .rpc.service import VERSION, LiveKitBridgeService
 from .session import CloseReason
@@ -88,6 +90,10 @@ class BridgeState:
             "joins_failed": str(self.registry.sessions_failed_to_join),
             "packets_lost": str(sum(s.sequence_totals()["lost"] for s in sessions)),
             "queue_dropped_chunks": str(sum(s.cloud_queue.dropped_chunks for s in sessions)),
+            "playback_started": str(self.registry.playback.stats.started),
+            "playback_completed": str(self.registry.playback.stats.completed),
+            "playback_failed": str(self.registry.playback.stats.failed),
+            "playback_cancelled": str(self.registry.playback.stats.cancelled),
             "trio_tasks": str(diagnostics.trio_task_count()),
             "asyncio_tasks": str(diagnostics.asyncio_task_count(trio_asyncio.current_loop.get())),
         }
@@ -151,11 +157,42 @@ async def _stop_server(server: Server) -> None:
         await aio_as_trio(server.wait_closed)()
 
 
+async def _playback_services(config: BridgeConfig) -> PlaybackServices:
+    """The process's HTTP client for PlayAudio (asyncio side: httpx binds to the running loop)."""
+    limits = FetchLimits(
+        connect_timeout_s=config.fetch_connect_timeout_s,
+        read_timeout_s=config.fetch_read_timeout_s,
+        max_redirects=config.fetch_max_redirects,
+        max_bytes=config.fetch_max_bytes,
+    )
+    client = make_fetch_client(HostPolicy.parse(config.fetch_allow_hosts), limits)
+    return PlaybackServices(
+        client=client,
+        limits=PlaybackLimits(
+            max_bytes=config.fetch_max_bytes,
+            max_duration_ms=config.speaker_max_duration_ms,
+            progress_ms=config.playback_progress_ms,
+        ),
+        stats=PlaybackStats(),
+    )
+
+
 async def serve(
     config: BridgeConfig, *, task_status: trio.TaskStatus[BridgeState] = trio.TASK_STATUS_IGNORED
 ) -> None:
+    playback = await aio_as_trio(_playback_services)(config)
+    try:
+        await _serve(config, playback, task_status)
+    finally:
+        with trio.CancelScope(shield=True):
+            await aio_as_trio(playback.client.aclose)()
+
+
+async def _serve(
+    config: BridgeConfig, playback: PlaybackServices, task_status: trio.TaskStatus[BridgeState]
+) -> None:
     async with trio.open_nursery() as sessions_nursery:
-        state = BridgeState(config, SessionRegistry(config, sessions_nursery))
+        state = BridgeState(config, SessionRegistry(config, sessions_nursery, playback))
         server = await aio_as_trio(_start_server)(config, state)
         log.info("livekit-bridge listening on %s", state.address)
         try:

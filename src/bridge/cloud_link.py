@@ -40,6 +40,8 @@ class StreamCounters:
     chunks_from_cloud: int = 0
     bytes_from_cloud: int = 0
     rejected_chunks: int = 0
+    dropped_track_busy: int = 0
+    """Cloud PCM chunks dropped because a playback owned their track."""
 
 
 async def send_loop(stream: Any, queue: CloudAudioQueue, user_id: str, counters: StreamCounters) -> None:

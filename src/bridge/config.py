@@ -59,6 +59,29 @@ class BridgeConfig:
     """Audio the SDK's AudioSource may hold before ``capture_frame`` waits for real time
     (``BRIDGE_PUBLISH_QUEUE_MS``): the latency/jitter trade-off of cloud -> room audio."""
 
+    fetch_allow_hosts: str = ""
+    """Hosts PlayAudio may fetch from although they are not public (``BRIDGE_FETCH_ALLOW_HOSTS``):
+    comma-separated hostnames, IPs or CIDRs. Loopback, private and link-local addresses (cloud
+    metadata endpoints) are refused unless listed here."""
+
+    fetch_connect_timeout_s: float = 5.0
+    """``BRIDGE_FETCH_CONNECT_TIMEOUT_S``."""
+
+    fetch_read_timeout_s: float = 10.0
+    """A fetch that gets no byte for this long fails with ``timeout`` (``BRIDGE_FETCH_READ_TIMEOUT_S``)."""
+
+    fetch_max_redirects: int = 3
+    """``BRIDGE_FETCH_MAX_REDIRECTS``."""
+
+    fetch_max_bytes: int = 50 * 1024 * 1024
+    """Larger audio files fail with ``too_large`` (``BRIDGE_FETCH_MAX_BYTES``)."""
+
+    speaker_max_duration_ms: int = 300_000
+    """Playback stops after this much audio and fails with ``too_long`` (``SPEAKER_MAX_DURATION_MS``)."""
+
+    playback_progress_ms: int = 250
+    """Interval of PROGRESS events (``BRIDGE_PLAYBACK_PROGRESS_MS``)."""
+
     log_level: str = "INFO"
     """``BRIDGE_LOG_LEVEL``."""
 
@@ -71,6 +94,7 @@ class BridgeConfig:
             "grpc_socket": "LIVEKIT_GRPC_SOCKET",
             "livekit_url": "LIVEKIT_URL",
             "log_level": "BRIDGE_LOG_LEVEL",
+            "speaker_max_duration_ms": "SPEAKER_MAX_DURATION_MS",
         }
         values: dict[str, object] = {}
         for field in fields(cls):
@@ -90,9 +114,20 @@ class BridgeConfig:
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"PORT={self.port} is out of range")
-        for name in ("join_timeout_s", "session_idle_ttl_s", "shutdown_timeout_s"):
+        for name in (
+            "join_timeout_s",
+            "session_idle_ttl_s",
+            "shutdown_timeout_s",
+            "fetch_connect_timeout_s",
+            "fetch_read_timeout_s",
+            "fetch_max_bytes",
+            "speaker_max_duration_ms",
+            "playback_progress_ms",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if not 0 <= self.fetch_max_redirects <= 20:
+            raise ConfigError("BRIDGE_FETCH_MAX_REDIRECTS must be between 0 and 20")
         if self.cloud_queue_ms < 100:
             raise ConfigError("BRIDGE_CLOUD_QUEUE_MS must be at least 100")
         if self.track_chunk_ms < 10 or self.track_chunk_ms % 10:

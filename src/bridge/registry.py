@@ -8,6 +8,8 @@ a session closes the old one and waits until it is fully torn down before connec
 from __future__ import annotations
 
 import logging
+import math
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -16,10 +18,11 @@ from urllib.parse import urlsplit
 import trio
 
 from ._gen.mentra.livekit.bridge import AudioChunk
-from .cloud_link import now_ms
+from .cloud_link import MAX_TRACK_ID, now_ms
 from .config import BridgeConfig
 from .errors import InvalidRequestError, RoomConnectError, SessionNotFoundError, ShuttingDownError
-from .session import BridgeSession, CloseReason, JoinRequest, StreamEnd
+from .playback import PlaybackRequest, PlaybackServices
+from .session import ActivePlayback, BridgeSession, CloseReason, JoinRequest, StreamEnd
 
 __all__ = ["JoinOutcome", "SessionRegistry", "Tombstone"]
 
@@ -47,9 +50,10 @@ class Tombstone:
 
 
 class SessionRegistry:
-    def __init__(self, config: BridgeConfig, nursery: trio.Nursery) -> None:
+    def __init__(self, config: BridgeConfig, nursery: trio.Nursery, playback: PlaybackServices) -> None:
         self._config = config
         self._nursery = nursery
+        self.playback = playback
         self._sessions: dict[str, BridgeSession] = {}
         self._locks: dict[str, trio.Lock] = {}
         self._tombstones: OrderedDict[str, Tombstone] = OrderedDict()
@@ -138,6 +142,32 @@ class SessionRegistry:
         if self.shutting_down:
             raise ShuttingDownError("bridge shutting down")
         return await self.get(user_id).serve_stream(stream, first)
+
+    async def play(
+        self, user_id: str, request_id: str, url: str, volume: float | None, track_id: int, stop_other: bool
+    ) -> ActivePlayback:
+        """Validate a PlayAudio request and start it in the user's session."""
+        session = self.get(user_id)
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidRequestError("audio_url must be an http:// or https:// URL")
+        # Unset volume means 1.0 (and clients of the older proto cannot send an explicit 0).
+        gain = 1.0 if volume is None else volume
+        if not (math.isfinite(gain) and 0.0 <= gain <= 10.0):
+            raise InvalidRequestError(f"volume must be between 0 and 10, not {volume}")
+        if not 0 <= track_id <= MAX_TRACK_ID:
+            raise InvalidRequestError(f"track_id {track_id} is out of range (0..{MAX_TRACK_ID})")
+        request = PlaybackRequest(
+            request_id=request_id or f"play-{uuid.uuid4().hex[:12]}",
+            url=url,
+            volume=gain,
+            track_id=track_id,
+            stop_other=stop_other,
+        )
+        return await session.start_playback(request, self.playback)
+
+    async def stop_audio(self, user_id: str, request_id: str, track_id: int | None, reason: str) -> list[str]:
+        return await self.get(user_id).stop_playbacks(request_id, track_id, reason)
 
     async def close_all(self, reason: CloseReason, timeout_s: float) -> None:
         """Close every session and wait (at most ``timeout_s``) until each is torn down."""

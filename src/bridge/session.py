@@ -7,10 +7,11 @@ Task tree (all inside the session's one cancel scope; see docs/design/architectu
         ├── _follow_room_events       connectivity, track (un)subscriptions, kicks
         ├── _close_when_idle          reaps the session when no stream and no call for the TTL
         ├── _read_track (per remote audio track)        -> cloud queue
-        ├── _run_publisher (per cloud track_id)          AudioSource feeding one published track
+        ├── _run_publisher (per track_id)                owns one published track's AudioSource
+        ├── _run_playback (per PlayAudio)                fetch -> decode -> track, in real time
         └── _run_stream (while a StreamAudio call is attached)
             ├── send_loop      cloud queue -> grpc stream
-            └── receive_loop   grpc stream -> publishers
+            └── receive_loop   grpc stream -> tracks
 
 Every way a session ends (LeaveRoom, a replacing JoinRoom, the room disconnecting or kicking us, the
 idle TTL, shutdown, a bug in one of its tasks) is ``close(reason)`` or an exception, and every one
@@ -39,12 +40,13 @@ from .audio import SequenceTracker, split_sequence_byte
 from .cloud_link import CloudPcmConverter, StreamCounters, now_ms, receive_loop, send_loop
 from .cloud_queue import CloudAudioQueue
 from .config import BridgeConfig
-from .errors import AudioFormatError, SessionNotFoundError
+from .errors import AudioFormatError, InvalidRequestError, SessionNotFoundError
 from .livekit_io.inbound import CLOUD_SAMPLE_RATE, forward_audio_track
 from .livekit_io.outbound import TrackPublisher
 from .livekit_io.room import RoomEvent, RoomLink, open_event_channel
+from .playback import ErrorCode, PlaybackError, PlaybackEvents, PlaybackRequest, PlaybackServices, play
 
-__all__ = ["BridgeSession", "CloseReason", "JoinRequest", "StreamEnd"]
+__all__ = ["ActivePlayback", "BridgeSession", "CloseReason", "JoinRequest", "StreamEnd"]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,24 @@ class _Attachment:
     end: StreamEnd | None = None
 
 
+@dataclass(eq=False)
+class ActivePlayback:
+    """One PlayAudio in progress: its request, its event stream, and the scope that stops it."""
+
+    request: PlaybackRequest
+    events: PlaybackEvents
+    requested_at: float
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    done: trio.Event = field(default_factory=trio.Event)
+    stop_reason: tuple[str, str] | None = None
+
+    def stop(self, code: str, detail: str) -> None:
+        """Stop on purpose (returns at once); the playback ends with FAILED ``code``."""
+        if self.stop_reason is None:
+            self.stop_reason = (code, detail)
+        self.scope.cancel()
+
+
 class BridgeSession:
     def __init__(
         self,
@@ -133,6 +153,7 @@ class BridgeSession:
         self.status = ConnectionStatus()
         self.sequences: dict[str, SequenceTracker] = {}
         self._publishers: dict[int, TrackPublisher] = {}
+        self._playbacks: dict[str, ActivePlayback] = {}
         self._track_readers: dict[str, trio.CancelScope] = {}
         self._attachment: _Attachment | None = None
         self._last_activity = trio.current_time()
@@ -282,11 +303,8 @@ class BridgeSession:
 
     # --- cloud -> room -----------------------------------------------------------------------------
 
-    async def publish(self, track_id: int, samples: npt.NDArray[np.int16]) -> None:
-        """Queue samples (mono, publish rate) on ``track_id``'s track, creating it on first use.
-
-        Called on the asyncio side by a stream's receive loop.
-        """
+    def publisher_for(self, track_id: int) -> TrackPublisher:
+        """The long-lived track for ``track_id``, created (and published) on first use."""
         publisher = self._publishers.get(track_id)
         if publisher is None:
             if self._nursery is None:
@@ -299,7 +317,15 @@ class BridgeSession:
             )
             self._publishers[track_id] = publisher
             self._nursery.start_soon(aio_as_trio(publisher.run), name=f"publisher:{publisher.name}")
-        await publisher.write(samples)
+        return publisher
+
+    async def publish(self, track_id: int, samples: npt.NDArray[np.int16]) -> None:
+        """Cloud PCM (mono, publish rate) onto ``track_id``'s track; dropped while a playback owns it.
+
+        Called on the asyncio side by a stream's receive loop.
+        """
+        if not await self.publisher_for(track_id).capture(samples):
+            self.stream_counters.dropped_track_busy += 1
 
     @property
     def published_tracks(self) -> dict[int, TrackPublisher]:
@@ -380,6 +406,103 @@ class BridgeSession:
         if reason is CloseReason.SHUTDOWN:
             return StreamEnd(Status.UNAVAILABLE, "bridge shutting down")
         return StreamEnd(Status.UNAVAILABLE, f"session ended: {detail}")
+
+    # --- server-side playback ----------------------------------------------------------------------
+
+    @property
+    def playbacks(self) -> dict[str, ActivePlayback]:
+        return dict(self._playbacks)
+
+    async def start_playback(self, request: PlaybackRequest, services: PlaybackServices) -> ActivePlayback:
+        """Start playing ``request`` on its track; returns once it runs (its events follow).
+
+        A playback already on that track (or, with ``stop_other``, every other playback) is
+        interrupted first and has ended, with FAILED "interrupted", before this one starts.
+        """
+        if request.request_id in self._playbacks:
+            raise InvalidRequestError(f"request_id {request.request_id} is already playing")
+        publisher = self.publisher_for(request.track_id)
+        displaced = [
+            playback
+            for playback in self._playbacks.values()
+            if request.stop_other or playback.request.track_id == request.track_id
+        ]
+        for playback in displaced:
+            why = "stop_other" if request.stop_other else f"a new playback on track {request.track_id}"
+            playback.stop(ErrorCode.INTERRUPTED, f"interrupted by {request.request_id} ({why})")
+            self._publishers[playback.request.track_id].clear()
+        for playback in displaced:
+            await playback.done.wait()
+        if self.closing or self._nursery is None:
+            raise SessionNotFoundError(self.user_id)
+        playback = ActivePlayback(request, PlaybackEvents(request.request_id), requested_at=time.monotonic())
+        self._playbacks[request.request_id] = playback
+        publisher.owner = playback
+        services.stats.started += 1
+        self.touch()
+        self._nursery.start_soon(
+            self._run_playback, playback, publisher, services, name=f"playback:{request.request_id}"
+        )
+        return playback
+
+    async def _run_playback(
+        self, playback: ActivePlayback, publisher: TrackPublisher, services: PlaybackServices
+    ) -> None:
+        events = playback.events
+        try:
+            with playback.scope:
+                duration_ms = await aio_as_trio(play)(
+                    playback.request, events, services.client, publisher, services.limits, playback
+                )
+                events.complete(duration_ms)
+            if playback.stop_reason is not None:
+                events.fail(*playback.stop_reason, position_ms=events.position_ms)
+        except PlaybackError as err:
+            events.fail(err.code, err.detail, position_ms=events.position_ms)
+        except Exception as err:
+            log.exception("playback failed", extra={"user_id": self.user_id})
+            events.fail(ErrorCode.INTERNAL, f"{type(err).__name__}: {err}", position_ms=events.position_ms)
+        finally:
+            # Cancelled with the session (leave, replace, shutdown): still exactly one terminal event.
+            events.fail(ErrorCode.SESSION_CLOSED, "the session ended", position_ms=events.position_ms)
+            if playback.stop_reason is not None:
+                publisher.clear()  # also drop a frame captured while the stop was on its way
+            if publisher.owner is playback:
+                publisher.owner = None
+            if self._playbacks.get(playback.request.request_id) is playback:
+                del self._playbacks[playback.request.request_id]
+            self._record_playback_end(playback, services)
+            playback.done.set()
+
+    @staticmethod
+    def _record_playback_end(playback: ActivePlayback, services: PlaybackServices) -> None:
+        terminal = playback.events.terminal
+        code = (
+            None
+            if terminal is None or not terminal.error
+            else terminal.metadata.get("code", ErrorCode.INTERNAL)
+        )
+        services.stats.record_end(code, terminal.duration_ms if terminal is not None else 0)
+        if playback.events.started_at is not None:
+            services.stats.first_frame_latencies_ms.append(
+                (playback.events.started_at - playback.requested_at) * 1000
+            )
+
+    async def stop_playbacks(self, request_id: str, track_id: int | None, reason: str) -> list[str]:
+        """Stop by request id, else by track, else everything; return the ids actually stopped."""
+        if request_id:
+            targets = [p for p in self._playbacks.values() if p.request.request_id == request_id]
+        elif track_id is not None:
+            targets = [p for p in self._playbacks.values() if p.request.track_id == track_id]
+        else:
+            targets = list(self._playbacks.values())
+        for playback in targets:
+            playback.stop(ErrorCode.STOPPED, reason or "StopAudio")
+            self._publishers[playback.request.track_id].clear()  # silence now, not after the queue drains
+        for playback in targets:
+            await playback.done.wait()
+        self.touch()
+        return [playback.request.request_id for playback in targets]
 
     # --- reporting ---------------------------------------------------------------------------------
 

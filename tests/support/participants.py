@@ -6,6 +6,7 @@ Every coroutine here runs on the asyncio side; tests call them through ``aio_as_
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,7 +67,14 @@ class Listener:
     from_identity: str
     rate: int = 48000
     recordings: dict[str, list[npt.NDArray[np.int16]]] = field(default_factory=dict)
+    arrivals: dict[str, list[float]] = field(default_factory=dict)
+    """``time.monotonic()`` at which each recorded frame arrived."""
     first_frame_at: dict[str, float] = field(default_factory=dict)
+
+    def loud_times(self, name: str, threshold: int = 1000) -> list[float]:
+        """Arrival times of the frames of ``name`` whose peak is above ``threshold``."""
+        frames, times = self.recordings.get(name, []), self.arrivals.get(name, [])
+        return [t for frame, t in zip(frames, times, strict=True) if np.abs(frame).max(initial=0) > threshold]
 
     def samples(self, name: str) -> npt.NDArray[np.int16]:
         frames = self.recordings.get(name, [])
@@ -101,13 +109,14 @@ class Listener:
 
     async def _record(self, name: str, track: rtc.Track) -> None:
         stream = rtc.AudioStream(track, sample_rate=self.rate, num_channels=1)
-        loop = asyncio.get_running_loop()
         try:
             async for event in stream:
+                now = time.monotonic()
                 data = np.frombuffer(event.frame.data, dtype=np.int16).copy()
                 self.recordings.setdefault(name, []).append(data)
+                self.arrivals.setdefault(name, []).append(now)
                 if name not in self.first_frame_at and np.abs(data).max(initial=0) > 1000:
-                    self.first_frame_at[name] = loop.time()
+                    self.first_frame_at[name] = now
         finally:
             await stream.aclose()
 

@@ -1,11 +1,14 @@
 """Cloud -> room: one long-lived published audio track per ``track_id``.
 
 A track is created on first use and kept until the session ends: republishing per utterance made
-phones lose the first ~100 ms while they re-subscribed (wire contract). Exactly one task, ``run``,
-calls ``capture_frame`` on the track's AudioSource (the SDK forbids concurrent captures); producers
-hand it samples through a small bounded queue, so a producer faster than real time waits instead of
-buffering without limit. The AudioSource's own queue (``queue_ms``) is what paces us: once it holds
-that much audio, ``capture_frame`` returns only as real time passes.
+phones lose the first ~100 ms while they re-subscribed (wire contract). Writers (a StreamAudio
+receive loop, playbacks) call ``capture``; a lock makes sure only one ``capture_frame`` runs on the
+AudioSource at a time (the SDK forbids concurrent captures). The AudioSource's own queue
+(``queue_ms``) paces every writer: once it holds that much audio, ``capture_frame`` returns only as
+real time passes, so nothing upstream runs ahead of real time by more than that.
+
+A playback *owns* its track while it plays: cloud PCM for that track is dropped (and counted) rather
+than interleaved with the playback's frames.
 """
 
 from __future__ import annotations
@@ -22,9 +25,6 @@ __all__ = ["TrackPublisher", "track_name"]
 
 _TRACK_NAMES = {0: "speaker", 1: "app_audio", 2: "tts"}
 
-# Chunks a producer may queue ahead of the AudioSource (each typically 20-100 ms of audio).
-_PENDING_CHUNKS = 4
-
 
 def track_name(track_id: int) -> str:
     """The published name of ``track_id``, as the wire contract fixes it."""
@@ -38,41 +38,57 @@ class TrackPublisher:
         self.sample_rate = sample_rate
         self._room = room
         self._queue_ms = queue_ms
-        self._pending: asyncio.Queue[npt.NDArray[np.int16]] = asyncio.Queue(_PENDING_CHUNKS)
         self._source: rtc.AudioSource | None = None
+        self._ready = asyncio.Event()
+        self._capturing = asyncio.Lock()
+        self.owner: object | None = None
+        """The playback that has the track to itself, if any."""
         self.track_sid = ""
         self.frames_published = 0
         self.samples_published = 0
-
-    async def write(self, samples: npt.NDArray[np.int16]) -> None:
-        """Queue mono samples at ``sample_rate``; waits while the track is behind real time."""
-        if samples.size:
-            await self._pending.put(samples)
-
-    def clear(self) -> None:
-        """Drop audio not yet played (queued here and inside the AudioSource): barge-in / stop."""
-        while not self._pending.empty():
-            self._pending.get_nowait()
-        if self._source is not None:
-            self._source.clear_queue()
+        self.dropped_while_owned = 0
 
     async def run(self) -> None:
-        """Publish the track, then feed it until cancelled (asyncio side)."""
+        """Own the track's lifetime: publish it, then wait until cancelled (asyncio side)."""
         source = rtc.AudioSource(self.sample_rate, 1, queue_size_ms=self._queue_ms)
-        self._source = source
         try:
             track = rtc.LocalAudioTrack.create_audio_track(self.name, source)
             options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
             publication = await self._room.room.local_participant.publish_track(track, options)
             self.track_sid = publication.sid
-            while True:
-                samples = await self._pending.get()
-                frame = rtc.AudioFrame(samples.tobytes(), self.sample_rate, 1, len(samples))
-                await source.capture_frame(frame)
-                self.frames_published += 1
-                self.samples_published += len(samples)
+            self._source = source
+            self._ready.set()
+            await asyncio.get_running_loop().create_future()  # until the session ends
         finally:
-            # No unpublish: a publisher lives as long as its session, whose room disconnect removes
-            # every track; awaiting the server here would only slow teardown down.
+            # No unpublish: the session's room disconnect removes every track, and awaiting the
+            # server here would only slow teardown down.
             self._source = None
             await source.aclose()
+
+    async def capture(self, samples: npt.NDArray[np.int16], *, owner: object | None = None) -> bool:
+        """Hand mono samples at ``sample_rate`` to the track; waits while it is ahead of real time.
+
+        Returns False (dropping the samples) when another owner has the track.
+        """
+        if self.owner is not None and owner is not self.owner:
+            self.dropped_while_owned += 1
+            return False
+        await self._ready.wait()
+        frame = rtc.AudioFrame(samples.tobytes(), self.sample_rate, 1, len(samples))
+        async with self._capturing:
+            if self._source is None:
+                raise RuntimeError(f"track {self.name} is closed")
+            await self._source.capture_frame(frame)
+        self.frames_published += 1
+        self.samples_published += len(samples)
+        return True
+
+    def clear(self) -> None:
+        """Drop audio queued in the AudioSource but not yet played (stop / barge-in)."""
+        if self._source is not None:
+            self._source.clear_queue()
+
+    @property
+    def queued_seconds(self) -> float:
+        """Audio handed to the track that has not played out yet."""
+        return self._source.queued_duration if self._source is not None else 0.0

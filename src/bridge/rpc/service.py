@@ -35,7 +35,8 @@ from .._gen.mentra.livekit.bridge import (
     StopAudioRequest,
     StopAudioResponse,
 )
-from ..errors import InvalidRequestError, SessionNotFoundError
+from ..errors import SessionNotFoundError
+from ..playback import ErrorCode
 from .calls import grpc_error, in_trio
 
 if TYPE_CHECKING:
@@ -155,20 +156,42 @@ class LiveKitBridgeService:
 
     async def play_audio(self, stream: Any) -> None:
         request: PlayAudioRequest = await self._request(stream)
-        self._session_or_not_found(request.user_id)
-        # Server-side playback is the next milestone (issue "Server-side playback"); say so plainly.
-        raise GRPCError(Status.UNIMPLEMENTED, "PlayAudio is not implemented by this bridge version yet")
+        playback = await in_trio(
+            self._registry.play,
+            request.user_id,
+            request.request_id,
+            request.audio_url,
+            request.volume,
+            request.track_id,
+            request.stop_other,
+        )
+        try:
+            async for event in playback.events:
+                await stream.send_message(event)
+        finally:
+            if not playback.events.finished:  # the cloud cancelled the call: stop what it asked for
+                playback.stop(ErrorCode.STOPPED, "the PlayAudio call was cancelled by the client")
 
     async def stop_audio(self, stream: Any) -> None:
         request: StopAudioRequest = await self._request(stream)
         try:
-            self._session_or_not_found(request.user_id)
+            stopped = await in_trio(
+                self._registry.stop_audio,
+                request.user_id,
+                request.request_id,
+                request.track_id,
+                request.reason,
+            )
         except GRPCError as err:
             if err.status is not Status.NOT_FOUND:
                 raise
             await stream.send_message(StopAudioResponse(success=False, error="session not found"))
             return
-        raise GRPCError(Status.UNIMPLEMENTED, "StopAudio is not implemented by this bridge version yet")
+        if not stopped and (request.request_id or request.track_id is not None):
+            target = f"request_id {request.request_id}" if request.request_id else f"track {request.track_id}"
+            await stream.send_message(StopAudioResponse(success=False, error=f"nothing playing for {target}"))
+            return
+        await stream.send_message(StopAudioResponse(success=True, stopped_request_id=",".join(stopped)))
 
     async def health_check(self, stream: Any) -> None:
         await self._request(stream)
@@ -219,9 +242,3 @@ class LiveKitBridgeService:
                 server_version=VERSION,
             )
         )
-
-    def _session_or_not_found(self, user_id: str) -> None:
-        try:
-            self._registry.get(user_id)
-        except (InvalidRequestError, SessionNotFoundError) as err:
-            raise grpc_error(err) from None

@@ -1,0 +1,348 @@
+"""Server-side playback: fetch an audio URL, decode while it downloads, play it in real time on a track.
+
+``play`` runs on the asyncio side (httpx, the SDK's AudioSource) as ONE coroutine per playback,
+started by the session's Trio task for that playback. It emits STARTED when the first frame is handed
+to the track, PROGRESS every ``progress_ms`` with the position actually played out, and returns the
+audio's duration only after the last frame has played; every failure is a ``PlaybackError`` with a
+stable code. The terminal event (COMPLETED or FAILED) is the caller's to send, exactly once.
+
+The older bridge sent COMPLETED when *decoding* finished, into an unbounded queue. Here nothing runs
+ahead of real time by more than the AudioSource's queue (``BRIDGE_PUBLISH_QUEUE_MS``): ``capture_frame``
+waits, the HTTP download waits with it, and memory stays bounded whatever the file's length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+
+from ._gen.mentra.livekit.bridge import PlayAudioEvent, PlayAudioEventEventType
+from .audio import FrameChunker, StreamResampler, apply_gain
+from .audio.decode import SNIFF_BYTES, DecodedAudio, DecodeError, UnsupportedFormatError, open_decoder
+from .fetch import HostNotAllowedError
+from .livekit_io.outbound import TrackPublisher
+
+__all__ = [
+    "ErrorCode",
+    "PlaybackError",
+    "PlaybackEvents",
+    "PlaybackLimits",
+    "PlaybackRequest",
+    "PlaybackServices",
+    "PlaybackStats",
+    "play",
+]
+
+
+class ErrorCode:
+    """The stable codes that start a FAILED event's ``error`` ("code: detail") and fill metadata["code"]."""
+
+    HOST_NOT_ALLOWED = "host_not_allowed"
+    FETCH_FAILED = "fetch_failed"
+    HTTP_STATUS = "http_status"
+    TIMEOUT = "timeout"
+    TOO_LARGE = "too_large"
+    TOO_LONG = "too_long"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    DECODE_FAILED = "decode_failed"
+    STOPPED = "stopped"
+    INTERRUPTED = "interrupted"
+    SESSION_CLOSED = "session_closed"
+    INTERNAL = "internal"
+
+    CANCELLED = frozenset({STOPPED, INTERRUPTED, SESSION_CLOSED})
+    """Codes that mean "ended on purpose", counted as cancelled rather than failed."""
+
+
+class PlaybackError(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class PlaybackRequest:
+    request_id: str
+    url: str
+    volume: float
+    track_id: int
+    stop_other: bool = False
+
+
+@dataclass(frozen=True)
+class PlaybackLimits:
+    max_bytes: int = 50 * 1024 * 1024
+    max_duration_ms: int = 300_000
+    progress_ms: int = 250
+    chunk_ms: int = 40
+    """Audio handed to the track per ``capture_frame`` call: small enough that a stop drops little."""
+
+
+def _event(kind: PlayAudioEventEventType, request_id: str, **fields: object) -> PlayAudioEvent:
+    return PlayAudioEvent(type=kind, request_id=request_id, **fields)  # type: ignore[arg-type]
+
+
+@dataclass(eq=False)
+class PlaybackEvents:
+    """The event stream of one playback (asyncio side): STARTED, PROGRESS…, then exactly one terminal.
+
+    A PROGRESS not yet read is replaced by a newer one, so a slow reader costs no memory.
+    """
+
+    request_id: str
+    _queue: deque[PlayAudioEvent] = field(default_factory=deque)
+    _waiter: asyncio.Future[None] | None = None
+    finished: bool = False
+    started_at: float | None = None
+    """``time.monotonic()`` when the first frame went to the track (for the first-frame latency)."""
+    terminal: PlayAudioEvent | None = None
+    position_ms: int = 0
+    """The last position reported."""
+
+    def emit_started(self) -> None:
+        self.started_at = time.monotonic()
+        self._put(_event(PlayAudioEventEventType.STARTED, self.request_id))
+
+    def emit_progress(self, position_ms: int, duration_ms: int) -> None:
+        self.position_ms = position_ms
+        event = _event(
+            PlayAudioEventEventType.PROGRESS,
+            self.request_id,
+            position_ms=position_ms,
+            duration_ms=duration_ms,
+        )
+        if self._queue and self._queue[-1].type is PlayAudioEventEventType.PROGRESS:
+            self._queue[-1] = event
+        else:
+            self._put(event)
+
+    def complete(self, duration_ms: int) -> bool:
+        return self._finish(
+            _event(
+                PlayAudioEventEventType.COMPLETED,
+                self.request_id,
+                duration_ms=duration_ms,
+                position_ms=duration_ms,
+            )
+        )
+
+    def fail(self, code: str, detail: str, position_ms: int = 0) -> bool:
+        return self._finish(
+            _event(
+                PlayAudioEventEventType.FAILED,
+                self.request_id,
+                error=f"{code}: {detail}",
+                position_ms=position_ms,
+                metadata={"code": code},
+            )
+        )
+
+    def _finish(self, event: PlayAudioEvent) -> bool:
+        """Queue the terminal event; False (and nothing queued) if there already is one."""
+        if self.finished:
+            return False
+        self.finished = True
+        self.terminal = event
+        self._put(event)
+        return True
+
+    def _put(self, event: PlayAudioEvent) -> None:
+        self._queue.append(event)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def __aiter__(self) -> AsyncIterator[PlayAudioEvent]:
+        """Yield events until (and including) the terminal one."""
+        while True:
+            while not self._queue:
+                self._waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+            event = self._queue.popleft()
+            yield event
+            if event is self.terminal:
+                return
+
+
+class _TrackWriter:
+    """Decoded blocks -> mono int16 at the track's rate, with volume -> the track, in real time."""
+
+    def __init__(
+        self,
+        publisher: TrackPublisher,
+        owner: object,
+        volume: float,
+        events: PlaybackEvents,
+        limits: PlaybackLimits,
+    ) -> None:
+        self._publisher = publisher
+        self._owner = owner
+        self._volume = volume
+        self._events = events
+        self._limits = limits
+        self._rate = publisher.sample_rate
+        self._resampler: StreamResampler | None = None
+        self._chunker = FrameChunker(self._rate * limits.chunk_ms // 1000)
+        self._max_samples = limits.max_duration_ms * self._rate // 1000
+        self._last_progress = 0.0
+        self.samples_written = 0
+        self.first_frame_at: float | None = None
+
+    @property
+    def written_ms(self) -> int:
+        return self.samples_written * 1000 // self._rate
+
+    @property
+    def position_ms(self) -> int:
+        """Audio of this playback that has actually played out."""
+        return max(0, self.written_ms - round(self._publisher.queued_seconds * 1000))
+
+    async def write(self, block: DecodedAudio) -> None:
+        if self._resampler is None:
+            self._resampler = StreamResampler(block.rate, self._rate, quality="HQ")
+        mono = block.samples.mean(axis=1) if block.samples.shape[1] > 1 else block.samples[:, 0]
+        pcm = np.clip(np.round(mono * 32767.0), -32768, 32767).astype(np.int16)
+        await self._push(self._resampler.push(pcm))
+
+    async def flush(self) -> None:
+        if self._resampler is not None:
+            await self._push(self._resampler.flush())
+        rest = self._chunker.flush(pad=True)
+        if rest is not None:
+            await self._capture(rest)
+
+    async def _push(self, samples: npt.NDArray[np.int16]) -> None:
+        for frame in self._chunker.push(apply_gain(samples, self._volume)):
+            await self._capture(frame)
+
+    async def _capture(self, frame: npt.NDArray[np.int16]) -> None:
+        room_left = self._max_samples - self.samples_written
+        if room_left <= 0:
+            raise PlaybackError(ErrorCode.TOO_LONG, f"audio longer than {self._limits.max_duration_ms} ms")
+        frame = frame[:room_left]
+        if not await self._publisher.capture(frame, owner=self._owner):
+            raise PlaybackError(ErrorCode.INTERRUPTED, "the track was taken over")
+        self.samples_written += len(frame)
+        now = time.monotonic()
+        if self.first_frame_at is None:
+            self.first_frame_at = now
+            self._last_progress = now
+            self._events.emit_started()
+        elif now - self._last_progress >= self._limits.progress_ms / 1000:
+            self._last_progress = now
+            self._events.emit_progress(self.position_ms, self.written_ms)
+
+    async def played_out(self) -> None:
+        """Wait until everything written has played, reporting PROGRESS meanwhile."""
+        interval = self._limits.progress_ms / 1000
+        while (queued := self._publisher.queued_seconds) > 0:
+            await asyncio.sleep(min(queued, interval))
+            self._last_progress = time.monotonic()
+            self._events.emit_progress(self.position_ms, self.written_ms)
+
+
+async def play(
+    request: PlaybackRequest,
+    events: PlaybackEvents,
+    client: httpx.AsyncClient,
+    publisher: TrackPublisher,
+    limits: PlaybackLimits,
+    owner: object,
+) -> int:
+    """Play ``request`` on ``publisher``; return the audio's duration in ms once it has played out.
+
+    Raises PlaybackError; cancellation (stop, interrupt, session end) propagates as CancelledError.
+    """
+    writer = _TrackWriter(publisher, owner, request.volume, events, limits)
+    try:
+        async with client.stream("GET", request.url) as response:
+            if response.status_code >= 400:
+                raise PlaybackError(ErrorCode.HTTP_STATUS, f"{response.status_code} {response.reason_phrase}")
+            declared = int(response.headers.get("content-length") or 0)
+            if declared > limits.max_bytes:
+                raise PlaybackError(ErrorCode.TOO_LARGE, f"{declared} bytes, limit {limits.max_bytes}")
+            await _decode_into(response.aiter_bytes(), writer, limits)
+        await writer.flush()
+    except PlaybackError as err:
+        if err.code == ErrorCode.TOO_LONG:
+            await writer.played_out()  # what fitted under the limit still plays to its end
+        raise
+    except HostNotAllowedError as err:
+        raise PlaybackError(ErrorCode.HOST_NOT_ALLOWED, str(err)) from None
+    except httpx.TimeoutException as err:
+        raise PlaybackError(ErrorCode.TIMEOUT, f"{type(err).__name__} fetching the audio") from None
+    except httpx.TooManyRedirects as err:
+        raise PlaybackError(ErrorCode.FETCH_FAILED, str(err)) from None
+    except httpx.HTTPError as err:  # connect errors, a body cut short, protocol errors
+        raise PlaybackError(ErrorCode.FETCH_FAILED, f"{type(err).__name__}: {err}") from None
+    except UnsupportedFormatError as err:
+        raise PlaybackError(ErrorCode.UNSUPPORTED_FORMAT, str(err)) from None
+    except DecodeError as err:
+        raise PlaybackError(ErrorCode.DECODE_FAILED, str(err)) from None
+    await writer.played_out()
+    return writer.written_ms
+
+
+async def _decode_into(pieces: AsyncIterator[bytes], writer: _TrackWriter, limits: PlaybackLimits) -> None:
+    decoder = None
+    head = bytearray()
+    received = 0
+    async for piece in pieces:
+        received += len(piece)
+        if received > limits.max_bytes:
+            raise PlaybackError(ErrorCode.TOO_LARGE, f"more than {limits.max_bytes} bytes")
+        if decoder is None:
+            head += piece
+            if len(head) < SNIFF_BYTES:
+                continue
+            decoder, piece = open_decoder(bytes(head)), bytes(head)
+        for block in decoder.push(piece):
+            await writer.write(block)
+    if decoder is None:
+        raise PlaybackError(ErrorCode.UNSUPPORTED_FORMAT, f"only {received} bytes: not an audio file")
+    for block in decoder.finish():
+        await writer.write(block)
+
+
+@dataclass
+class PlaybackStats:
+    """Process-wide playback counters (names follow the metrics the cloud team planned)."""
+
+    started: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    bridge_errors: int = 0
+    durations_ms: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
+    first_frame_latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+
+    def record_end(self, code: str | None, duration_ms: int = 0) -> None:
+        """Count a finished playback: ``code`` None for COMPLETED, else its FAILED code."""
+        if code is None:
+            self.completed += 1
+            self.durations_ms.append(duration_ms)
+        elif code in ErrorCode.CANCELLED:
+            self.cancelled += 1
+        else:
+            self.failed += 1
+            if code == ErrorCode.INTERNAL:
+                self.bridge_errors += 1
+
+
+@dataclass(frozen=True)
+class PlaybackServices:
+    """What every playback of the process shares: the HTTP client, the limits, the counters."""
+
+    client: httpx.AsyncClient
+    limits: PlaybackLimits
+    stats: PlaybackStats
