@@ -75,8 +75,8 @@ class HostPolicy:
     def allows_address(self, address: IPAddress) -> bool:
         if any(address in network for network in self.allowed_networks):
             return True
-        mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:10.0.0.1 is 10.0.0.1
-        return (mapped or address).is_global
+        actual = getattr(address, "ipv4_mapped", None) or address  # ::ffff:10.0.0.1 is 10.0.0.1
+        return actual.is_global and not actual.is_multicast
 
 
 @dataclass(frozen=True)
