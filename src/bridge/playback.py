@@ -41,6 +41,9 @@ __all__ = [
 ]
 
 
+_PIECE_BYTES = 4096
+
+
 class ErrorCode:
     """The stable codes that start a FAILED event's ``error`` ("code: detail") and fill metadata["code"]."""
 
@@ -306,8 +309,11 @@ async def _decode_into(pieces: AsyncIterator[bytes], writer: _TrackWriter, limit
             if len(head) < SNIFF_BYTES:
                 continue
             decoder, piece = open_decoder(bytes(head)), bytes(head)
-        for block in decoder.push(piece):
-            await writer.write(block)
+        # Decode what arrived in small slices: the first frame goes out after the first few KiB
+        # of a fast download, not after its first 64 KiB have been decoded.
+        for start in range(0, len(piece), _PIECE_BYTES):
+            for block in decoder.push(piece[start : start + _PIECE_BYTES]):
+                await writer.write(block)
     if decoder is None:
         raise PlaybackError(ErrorCode.UNSUPPORTED_FORMAT, f"only {received} bytes: not an audio file")
     for block in decoder.finish():
