@@ -38,6 +38,8 @@ from trio_asyncio import aio_as_trio
 from . import diagnostics
 from .config import BridgeConfig
 from .fetch import FetchLimits, HostPolicy, make_fetch_client
+from .metrics import BridgeMetrics
+from .metrics_server import serve_metrics
 from .playback import PlaybackLimits, PlaybackServices, PlaybackStats
 from .registry import SessionRegistry
 from .rpc.service import VERSION, LiveKitBridgeService
@@ -56,9 +58,11 @@ class BridgeState:
 
     config: BridgeConfig
     registry: SessionRegistry
+    metrics: BridgeMetrics
     address: str = ""
     """Where the server listens: ``host:port`` or ``unix:/path``."""
     started_monotonic: float = field(default_factory=time.monotonic)
+    metrics_port: int = 0
     active_streams: int = 0
     calls: int = 0
     _no_streams: trio.Event = field(default_factory=trio.Event)
@@ -192,8 +196,13 @@ async def _serve(
     config: BridgeConfig, playback: PlaybackServices, task_status: trio.TaskStatus[BridgeState]
 ) -> None:
     async with trio.open_nursery() as sessions_nursery:
-        state = BridgeState(config, SessionRegistry(config, sessions_nursery, playback))
+        metrics = BridgeMetrics()
+        state = BridgeState(config, SessionRegistry(config, sessions_nursery, playback, metrics), metrics)
         server = await aio_as_trio(_start_server)(config, state)
+        if config.metrics_port:
+            state.metrics_port = await sessions_nursery.start(
+                serve_metrics, metrics, config.metrics_host, config.metrics_port
+            )
         log.info("livekit-bridge listening on %s", state.address)
         try:
             task_status.started(state)

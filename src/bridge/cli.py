@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"livekit-bridge: {err}", file=sys.stderr)
         return 2
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
 
     if not args.dev_server:
         trio.run(_run, config)

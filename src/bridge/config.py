@@ -82,8 +82,17 @@ class BridgeConfig:
     playback_progress_ms: int = 250
     """Interval of PROGRESS events (``BRIDGE_PLAYBACK_PROGRESS_MS``)."""
 
+    metrics_port: int = 0
+    """Port of the Prometheus endpoint ``/metrics`` (``BRIDGE_METRICS_PORT``); 0 = off."""
+
+    metrics_host: str = "127.0.0.1"
+    """Address of the Prometheus endpoint (``BRIDGE_METRICS_HOST``)."""
+
     log_level: str = "INFO"
     """``BRIDGE_LOG_LEVEL``."""
+
+    log_format: str = "text"
+    """``text`` (one line, key=value context) or ``json`` (one object per line) (``BRIDGE_LOG_FORMAT``)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BridgeConfig:
@@ -94,6 +103,7 @@ class BridgeConfig:
             "grpc_socket": "LIVEKIT_GRPC_SOCKET",
             "livekit_url": "LIVEKIT_URL",
             "log_level": "BRIDGE_LOG_LEVEL",
+            "log_format": "BRIDGE_LOG_FORMAT",
             "speaker_max_duration_ms": "SPEAKER_MAX_DURATION_MS",
         }
         values: dict[str, object] = {}
@@ -114,6 +124,10 @@ class BridgeConfig:
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"PORT={self.port} is out of range")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"BRIDGE_METRICS_PORT={self.metrics_port} is out of range")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("BRIDGE_LOG_FORMAT must be text or json")
         for name in (
             "join_timeout_s",
             "session_idle_ttl_s",

@@ -6,6 +6,7 @@ including the SDK's own (which can quote a rejected token), passes through ``Red
 
 from __future__ import annotations
 
+import json
 import logging
 
 from .redact import RedactingFilter
@@ -13,16 +14,43 @@ from .redact import RedactingFilter
 __all__ = ["configure_logging"]
 
 
-class _ContextFormatter(logging.Formatter):
+CONTEXT_FIELDS = ("user_id", "request_id", "track_id", "reason")
+"""``extra=`` keys that records may carry; both formats print them."""
+
+
+def _context(record: logging.LogRecord) -> dict[str, object]:
+    return {
+        key: getattr(record, key) for key in CONTEXT_FIELDS if getattr(record, key, None) not in (None, "")
+    }
+
+
+class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        user_id = getattr(record, "user_id", None)
-        return f"{line} user_id={user_id}" if user_id else line
+        context = " ".join(f"{key}={value}" for key, value in _context(record).items())
+        return f"{line} {context}" if context else line
 
 
-def configure_logging(level: str) -> None:
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **_context(record),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str, fmt: str = "text") -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(_ContextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

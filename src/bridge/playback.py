@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
@@ -28,6 +29,9 @@ from .audio import FrameChunker, StreamResampler, apply_gain
 from .audio.decode import SNIFF_BYTES, DecodedAudio, DecodeError, UnsupportedFormatError, open_decoder
 from .fetch import HostNotAllowedError
 from .livekit_io.outbound import TrackPublisher
+
+if TYPE_CHECKING:
+    from .metrics import BridgeMetrics
 
 __all__ = [
     "ErrorCode",
@@ -322,27 +326,46 @@ async def _decode_into(pieces: AsyncIterator[bytes], writer: _TrackWriter, limit
 
 @dataclass
 class PlaybackStats:
-    """Process-wide playback counters (names follow the metrics the cloud team planned)."""
+    """Process-wide playback counts, mirrored into the Prometheus metrics when there are any."""
 
     started: int = 0
     completed: int = 0
     failed: int = 0
     cancelled: int = 0
     bridge_errors: int = 0
-    durations_ms: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
     first_frame_latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+    metrics: BridgeMetrics | None = None
+
+    def record_start(self) -> None:
+        self.started += 1
+        if self.metrics is not None:
+            self.metrics.playback_started.inc()
+
+    def record_first_frame(self, latency_ms: float) -> None:
+        self.first_frame_latencies_ms.append(latency_ms)
+        if self.metrics is not None:
+            self.metrics.playback_first_frame_ms.observe(latency_ms)
 
     def record_end(self, code: str | None, duration_ms: int = 0) -> None:
         """Count a finished playback: ``code`` None for COMPLETED, else its FAILED code."""
+        metrics = self.metrics
         if code is None:
             self.completed += 1
-            self.durations_ms.append(duration_ms)
+            if metrics is not None:
+                metrics.playback_completed.inc()
+                metrics.playback_duration_ms.observe(duration_ms)
         elif code in ErrorCode.CANCELLED:
             self.cancelled += 1
+            if metrics is not None:
+                metrics.playback_cancelled.labels(code).inc()
         else:
             self.failed += 1
+            if metrics is not None:
+                metrics.playback_failed.labels(code).inc()
             if code == ErrorCode.INTERNAL:
                 self.bridge_errors += 1
+                if metrics is not None:
+                    metrics.playback_bridge_errors.inc()
 
 
 @dataclass(frozen=True)

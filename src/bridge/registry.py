@@ -21,6 +21,7 @@ from ._gen.mentra.livekit.bridge import AudioChunk
 from .cloud_link import MAX_TRACK_ID, now_ms
 from .config import BridgeConfig
 from .errors import InvalidRequestError, RoomConnectError, SessionNotFoundError, ShuttingDownError
+from .metrics import BridgeMetrics
 from .playback import PlaybackRequest, PlaybackServices
 from .session import ActivePlayback, BridgeSession, CloseReason, JoinRequest, StreamEnd
 
@@ -50,10 +51,15 @@ class Tombstone:
 
 
 class SessionRegistry:
-    def __init__(self, config: BridgeConfig, nursery: trio.Nursery, playback: PlaybackServices) -> None:
+    def __init__(
+        self, config: BridgeConfig, nursery: trio.Nursery, playback: PlaybackServices, metrics: BridgeMetrics
+    ) -> None:
         self._config = config
         self._nursery = nursery
         self.playback = playback
+        self.metrics = metrics
+        metrics.attach(self)
+        playback.stats.metrics = metrics
         self._sessions: dict[str, BridgeSession] = {}
         self._locks: dict[str, trio.Lock] = {}
         self._tombstones: OrderedDict[str, Tombstone] = OrderedDict()
@@ -113,6 +119,7 @@ class SessionRegistry:
                     await self._nursery.start(session.run)
                 except (RoomConnectError, trio.TooSlowError) as err:
                     self.sessions_failed_to_join += 1
+                    self.metrics.joins.labels("failed").inc()
                     message = (
                         str(err)
                         if isinstance(err, RoomConnectError)
@@ -128,6 +135,7 @@ class SessionRegistry:
                     raise ShuttingDownError("bridge shutting down") from None
                 self._sessions[user_id] = session
                 self.sessions_started += 1
+                self.metrics.joins.labels("replaced" if replaced else "ok").inc()
                 log.info("session joined", extra={"user_id": user_id, "replaced": replaced})
                 return JoinOutcome(session, replaced=replaced)
         finally:
@@ -179,8 +187,9 @@ class SessionRegistry:
                 await session.closed.wait()
 
     def _forget(self, session: BridgeSession) -> None:
-        if self._sessions.get(session.user_id) is session:
+        if self._sessions.get(session.user_id) is session:  # it had joined (not a failed join)
             del self._sessions[session.user_id]
+            self.metrics.session_ended(session)
         if session.close_reason is not CloseReason.REPLACED:
             self._tombstones[session.user_id] = Tombstone(
                 at_ms=session.status.last_disconnect_at_ms or now_ms(), reason=session.close_detail

@@ -157,6 +157,7 @@ class BridgeSession:
         self._track_readers: dict[str, trio.CancelScope] = {}
         self._attachment: _Attachment | None = None
         self._last_activity = trio.current_time()
+        self._task: trio.lowlevel.Task | None = None
         self.close_reason: CloseReason | None = None
         self.close_detail = ""
         self.closed = trio.Event()
@@ -170,6 +171,7 @@ class BridgeSession:
         cannot be joined; after that, no exception leaves: a failing session ends alone.
         """
         started = False
+        self._task = trio.lowlevel.current_task()
         try:
             with self._scope:
                 with trio.fail_after(self._config.join_timeout_s):
@@ -438,7 +440,7 @@ class BridgeSession:
         playback = ActivePlayback(request, PlaybackEvents(request.request_id), requested_at=time.monotonic())
         self._playbacks[request.request_id] = playback
         publisher.owner = playback
-        services.stats.started += 1
+        services.stats.record_start()
         self.touch()
         self._nursery.start_soon(
             self._run_playback, playback, publisher, services, name=f"playback:{request.request_id}"
@@ -460,7 +462,9 @@ class BridgeSession:
         except PlaybackError as err:
             events.fail(err.code, err.detail, position_ms=events.position_ms)
         except Exception as err:
-            log.exception("playback failed", extra={"user_id": self.user_id})
+            log.exception(
+                "playback failed", extra={"user_id": self.user_id, "request_id": playback.request.request_id}
+            )
             events.fail(ErrorCode.INTERNAL, f"{type(err).__name__}: {err}", position_ms=events.position_ms)
         finally:
             # Cancelled with the session (leave, replace, shutdown): still exactly one terminal event.
@@ -484,9 +488,7 @@ class BridgeSession:
         )
         services.stats.record_end(code, terminal.duration_ms if terminal is not None else 0)
         if playback.events.started_at is not None:
-            services.stats.first_frame_latencies_ms.append(
-                (playback.events.started_at - playback.requested_at) * 1000
-            )
+            services.stats.record_first_frame((playback.events.started_at - playback.requested_at) * 1000)
 
     async def stop_playbacks(self, request_id: str, track_id: int | None, reason: str) -> list[str]:
         """Stop by request id, else by track, else everything; return the ids actually stopped."""
@@ -505,6 +507,18 @@ class BridgeSession:
         return [playback.request.request_id for playback in targets]
 
     # --- reporting ---------------------------------------------------------------------------------
+
+    def trio_task_count(self) -> int:
+        """Trio tasks this session runs (its own included): what a session costs, and what must end."""
+        if self._task is None or self.closed.is_set():
+            return 0
+        count, pending = 0, [self._task]
+        while pending:
+            task = pending.pop()
+            count += 1
+            for nursery in task.child_nurseries:
+                pending.extend(nursery.child_tasks)
+        return count
 
     def sequence_totals(self) -> dict[str, int]:
         totals = {"received": 0, "lost": 0, "reordered": 0, "duplicates": 0}

@@ -11,6 +11,7 @@ join failures answer ``success=false`` + ``error``, LeaveRoom/StopAudio for an u
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from .._gen.mentra.livekit.bridge import (
     StopAudioResponse,
 )
 from ..errors import SessionNotFoundError
+from ..metrics import RpcTimer
 from ..playback import ErrorCode
 from .calls import grpc_error, in_trio
 
@@ -61,7 +63,8 @@ class LiveKitBridgeService:
         unary = grpclib.const.Cardinality.UNARY_UNARY
 
         def handler(name: str, fn: Any, kind: Any, request: type, reply: type) -> tuple[str, Any]:
-            return f"/{SERVICE_NAME}/{name}", grpclib.const.Handler(fn, kind, request, reply)
+            measured = self._measured(name, fn, timed=kind is unary)
+            return f"/{SERVICE_NAME}/{name}", grpclib.const.Handler(measured, kind, request, reply)
 
         return dict(
             [
@@ -86,6 +89,28 @@ class LiveKitBridgeService:
                 handler("GetStatus", self.get_status, unary, BridgeStatusRequest, BridgeStatusResponse),
             ]
         )
+
+    def _measured(self, method: str, fn: Any, *, timed: bool) -> Any:
+        """Count every call by its status; time unary ones (a stream's length says nothing)."""
+        metrics = self._state.metrics
+
+        async def call(stream: Any) -> None:
+            timer = RpcTimer(metrics, method)
+            try:
+                await fn(stream)
+            except GRPCError as err:
+                timer.done(err.status.name, timed=timed)
+                raise
+            except asyncio.CancelledError:
+                timer.done("CANCELLED", timed=False)
+                raise
+            except Exception:
+                timer.done("INTERNAL", timed=timed)
+                log.exception("%s failed", method)
+                raise
+            timer.done("OK", timed=timed)
+
+        return call
 
     async def _request(self, stream: Any) -> Any:
         request = await stream.recv_message()

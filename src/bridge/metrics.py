@@ -1,0 +1,254 @@
+"""Prometheus metrics: what the bridge does, measured where it is cheap to measure.
+
+Two kinds, on one registry:
+
+- Event metrics (RPC latency, joins, playback outcomes) are prometheus_client objects updated when
+  the event happens; those events are rare.
+- Per-packet counts (frames and bytes each way, sequence-number losses, queue drops) are plain
+  integers the sessions already keep; ``_SessionCollector`` sums them at scrape time (plus the totals
+  of sessions that have ended), so the data path pays nothing for being measured.
+
+Scrapes run in the Trio thread (metrics_server.py), so reading session state needs no locks.
+The playback metric names are the ones the cloud team built dashboards around (wire contract).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter as Tally
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import trio_asyncio
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from . import diagnostics
+
+if TYPE_CHECKING:
+    from .registry import SessionRegistry
+    from .session import BridgeSession
+
+__all__ = ["BridgeMetrics", "SessionTotals"]
+
+_RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_PLAYBACK_MS_BUCKETS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000, 300000)
+_FIRST_FRAME_MS_BUCKETS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+
+
+class SessionTotals:
+    """Per-packet counters of sessions that have ended, kept so counters never go backwards."""
+
+    FIELDS = (
+        "data_packets",
+        "data_bytes",
+        "data_packets_ignored",
+        "track_chunks",
+        "chunks_to_cloud",
+        "bytes_to_cloud",
+        "chunks_from_cloud",
+        "bytes_from_cloud",
+        "rejected_chunks",
+        "dropped_track_busy",
+        "queue_dropped_chunks",
+        "queue_dropped_bytes",
+        "lost",
+        "reordered",
+        "duplicates",
+    )
+
+    def __init__(self) -> None:
+        self.values: Tally[str] = Tally()
+
+    def add(self, session: BridgeSession) -> None:
+        self.values.update(session_counts(session))
+
+
+def session_counts(session: BridgeSession) -> dict[str, int]:
+    counters, stream, queue = session.counters, session.stream_counters, session.cloud_queue
+    seq = session.sequence_totals()
+    return {
+        "data_packets": counters.data_packets,
+        "data_bytes": counters.data_bytes,
+        "data_packets_ignored": counters.data_packets_ignored,
+        "track_chunks": counters.track_chunks,
+        "chunks_to_cloud": stream.chunks_to_cloud,
+        "bytes_to_cloud": stream.bytes_to_cloud,
+        "chunks_from_cloud": stream.chunks_from_cloud,
+        "bytes_from_cloud": stream.bytes_from_cloud,
+        "rejected_chunks": stream.rejected_chunks,
+        "dropped_track_busy": stream.dropped_track_busy,
+        "queue_dropped_chunks": queue.dropped_chunks,
+        "queue_dropped_bytes": queue.dropped_bytes,
+        "lost": seq["lost"],
+        "reordered": seq["reordered"],
+        "duplicates": seq["duplicates"],
+    }
+
+
+class _SessionCollector(Collector):
+    def __init__(self, metrics: BridgeMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        metrics = self._metrics
+        registry = metrics.registry
+        sessions = registry.sessions() if registry is not None else []
+        totals = Tally(metrics.ended.values)
+        for session in sessions:
+            totals.update(session_counts(session))
+
+        yield GaugeMetricFamily("livekit_bridge_sessions", "Live sessions.", value=len(sessions))
+        yield GaugeMetricFamily(
+            "livekit_bridge_streams",
+            "Sessions with an attached StreamAudio call.",
+            value=sum(s.has_stream for s in sessions),
+        )
+        yield GaugeMetricFamily(
+            "livekit_bridge_playbacks",
+            "PlayAudio calls playing now.",
+            value=sum(len(s.playbacks) for s in sessions),
+        )
+        tasks = GaugeMetricFamily(
+            "livekit_bridge_tasks", "Live tasks in the process, by side.", labels=["side"]
+        )
+        tasks.add_metric(["trio"], diagnostics.trio_task_count())
+        tasks.add_metric(["asyncio"], diagnostics.asyncio_task_count(trio_asyncio.current_loop.get()))
+        yield tasks
+        per_session = [s.trio_task_count() for s in sessions]
+        per = GaugeMetricFamily(
+            "livekit_bridge_session_trio_tasks", "Trio tasks inside one session's nursery.", labels=["stat"]
+        )
+        per.add_metric(["max"], max(per_session, default=0))
+        per.add_metric(["mean"], sum(per_session) / len(per_session) if per_session else 0.0)
+        yield per
+        depth = GaugeMetricFamily(
+            "livekit_bridge_cloud_queue_chunks",
+            "Chunks waiting in sessions' room->cloud queues.",
+            labels=["stat"],
+        )
+        depth.add_metric(["sum"], sum(s.cloud_queue.depth for s in sessions))
+        depth.add_metric(["max"], max((s.cloud_queue.depth for s in sessions), default=0))
+        yield depth
+
+        def counter(name: str, doc: str, value: int) -> CounterMetricFamily:
+            return CounterMetricFamily(name, doc, value=value)
+
+        yield counter(
+            "livekit_bridge_cloud_queue_dropped_chunks",
+            "Room->cloud chunks dropped (oldest first) because a cloud stream fell behind.",
+            totals["queue_dropped_chunks"],
+        )
+        yield counter(
+            "livekit_bridge_cloud_queue_dropped_bytes",
+            "Bytes of those dropped chunks.",
+            totals["queue_dropped_bytes"],
+        )
+        seq = CounterMetricFamily(
+            "livekit_bridge_data_packets_sequence",
+            "Phone data packets by what their sequence byte says.",
+            labels=["outcome"],
+        )
+        for outcome in ("lost", "reordered", "duplicates"):
+            seq.add_metric([outcome], totals[outcome])
+        yield seq
+        yield counter(
+            "livekit_bridge_data_packets_ignored",
+            "Data packets from participants other than the session's target_identity.",
+            totals["data_packets_ignored"],
+        )
+        frames = CounterMetricFamily(
+            "livekit_bridge_frames",
+            "Audio chunks moved, by direction and stage.",
+            labels=["direction", "stage"],
+        )
+        frames.add_metric(["room_to_cloud", "data_packet_in"], totals["data_packets"])
+        frames.add_metric(["room_to_cloud", "track_chunk_in"], totals["track_chunks"])
+        frames.add_metric(["room_to_cloud", "sent"], totals["chunks_to_cloud"])
+        frames.add_metric(["cloud_to_room", "received"], totals["chunks_from_cloud"])
+        frames.add_metric(["cloud_to_room", "rejected"], totals["rejected_chunks"])
+        frames.add_metric(["cloud_to_room", "dropped_track_busy"], totals["dropped_track_busy"])
+        yield frames
+        data = CounterMetricFamily(
+            "livekit_bridge_pcm_bytes", "PCM bytes moved, by direction.", labels=["direction"]
+        )
+        data.add_metric(["room_to_cloud_in"], totals["data_bytes"])
+        data.add_metric(["room_to_cloud_sent"], totals["bytes_to_cloud"])
+        data.add_metric(["cloud_to_room"], totals["bytes_from_cloud"])
+        yield data
+
+
+class BridgeMetrics:
+    """Every metric of one bridge process, on its own registry (tests can run several bridges)."""
+
+    def __init__(self) -> None:
+        self.prometheus = CollectorRegistry()
+        self.registry: SessionRegistry | None = None
+        self.ended = SessionTotals()
+        reg = self.prometheus
+        self.rpc_seconds = Histogram(
+            "livekit_bridge_rpc_duration_seconds",
+            "Time to answer a unary RPC.",
+            ["method"],
+            buckets=_RPC_BUCKETS,
+            registry=reg,
+        )
+        self.rpcs = Counter(
+            "livekit_bridge_rpcs", "RPCs answered, by gRPC status.", ["method", "code"], registry=reg
+        )
+        self.joins = Counter("livekit_bridge_joins", "JoinRoom outcomes.", ["result"], registry=reg)
+        self.sessions_closed = Counter(
+            "livekit_bridge_sessions_closed", "Sessions ended, by reason.", ["reason"], registry=reg
+        )
+        self.playback_started = Counter("server_playback_started", "Playbacks started.", registry=reg)
+        self.playback_completed = Counter(
+            "server_playback_completed", "Playbacks that played to the end.", registry=reg
+        )
+        self.playback_failed = Counter(
+            "server_playback_failed", "Playbacks that failed.", ["code"], registry=reg
+        )
+        self.playback_cancelled = Counter(
+            "server_playback_cancelled",
+            "Playbacks stopped, interrupted or ended with their session.",
+            ["code"],
+            registry=reg,
+        )
+        self.playback_bridge_errors = Counter(
+            "server_playback_bridge_error", "Playbacks that failed by a bug in the bridge.", registry=reg
+        )
+        self.playback_duration_ms = Histogram(
+            "server_playback_duration_ms",
+            "Length of audio played to completion, in milliseconds.",
+            buckets=_PLAYBACK_MS_BUCKETS,
+            registry=reg,
+        )
+        self.playback_first_frame_ms = Histogram(
+            "server_playback_first_frame_latency_ms",
+            "PlayAudio accepted -> first frame handed to the track, in milliseconds.",
+            buckets=_FIRST_FRAME_MS_BUCKETS,
+            registry=reg,
+        )
+        reg.register(_SessionCollector(self))
+
+    def attach(self, registry: SessionRegistry) -> None:
+        self.registry = registry
+
+    def session_ended(self, session: BridgeSession) -> None:
+        self.ended.add(session)
+        reason = session.close_reason.value if session.close_reason is not None else "unknown"
+        self.sessions_closed.labels(reason).inc()
+
+
+class RpcTimer:
+    """Times one RPC into ``livekit_bridge_rpc_duration_seconds`` / ``livekit_bridge_rpcs``."""
+
+    def __init__(self, metrics: BridgeMetrics, method: str) -> None:
+        self._metrics = metrics
+        self._method = method
+        self._start = time.perf_counter()
+
+    def done(self, code: str, *, timed: bool = True) -> None:
+        if timed:
+            self._metrics.rpc_seconds.labels(self._method).observe(time.perf_counter() - self._start)
+        self._metrics.rpcs.labels(self._method, code).inc()
