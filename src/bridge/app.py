@@ -36,6 +36,7 @@ from grpclib.server import Server
 from trio_asyncio import aio_as_trio
 
 from . import diagnostics
+from .access import describe_protection, install_token_check, server_ssl_context
 from .config import BridgeConfig
 from .fetch import FetchLimits, HostPolicy, make_fetch_client
 from .metrics import BridgeMetrics
@@ -133,13 +134,16 @@ async def _start_server(config: BridgeConfig, state: BridgeState) -> Server:
     state.health.set(True)
     services = ServerReflection.extend([bridge, Health({bridge: [state.health]})])
     server = Server(services)
+    if config.auth_token:
+        rejected = state.metrics.auth_rejected
+        install_token_check(server, config.auth_token, on_reject=lambda method: rejected.labels(method).inc())
     if config.grpc_socket:
         _remove_stale_socket(config.grpc_socket)
         with _private_umask():
             await server.start(path=config.grpc_socket)
         state.address = f"unix:{config.grpc_socket}"
     else:
-        await server.start(config.host, config.port)
+        await server.start(config.host, config.port, ssl=server_ssl_context(config))
         # grpclib does not expose the bound address; port 0 (tests) needs it.
         listener = cast(asyncio.Server, server._server)
         host, port = listener.sockets[0].getsockname()[:2]
@@ -203,7 +207,7 @@ async def _serve(
             state.metrics_port = await sessions_nursery.start(
                 serve_metrics, metrics, config.metrics_host, config.metrics_port
             )
-        log.info("livekit-bridge listening on %s", state.address)
+        log.info("livekit-bridge listening on %s (%s)", state.address, describe_protection(config))
         try:
             task_status.started(state)
             await state._shutdown.wait()

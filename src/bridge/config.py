@@ -7,14 +7,25 @@ start with ``BRIDGE_``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 __all__ = ["BridgeConfig", "ConfigError"]
 
 
 _PARSERS: dict[str, type[int | float | str]] = {"int": int, "float": float, "str": str}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ConfigError(ValueError):
@@ -82,6 +93,19 @@ class BridgeConfig:
     playback_progress_ms: int = 250
     """Interval of PROGRESS events (``BRIDGE_PLAYBACK_PROGRESS_MS``)."""
 
+    auth_token: str = field(default="", repr=False)
+    """Shared secret every call must present as ``authorization: Bearer <token>`` (``BRIDGE_AUTH_TOKEN``,
+    or the first line of the file in ``BRIDGE_AUTH_TOKEN_FILE``)."""
+
+    tls_cert: str = ""
+    """PEM certificate chain: serve gRPC over TLS (``BRIDGE_TLS_CERT``, with ``BRIDGE_TLS_KEY``)."""
+
+    tls_key: str = ""
+    """PEM private key of ``tls_cert`` (``BRIDGE_TLS_KEY``)."""
+
+    tls_client_ca: str = ""
+    """PEM CA bundle: require client certificates signed by it, i.e. mutual TLS (``BRIDGE_TLS_CLIENT_CA``)."""
+
     metrics_port: int = 0
     """Port of the Prometheus endpoint ``/metrics`` (``BRIDGE_METRICS_PORT``); 0 = off."""
 
@@ -107,16 +131,22 @@ class BridgeConfig:
             "speaker_max_duration_ms": "SPEAKER_MAX_DURATION_MS",
         }
         values: dict[str, object] = {}
-        for field in fields(cls):
-            var = names.get(field.name, "BRIDGE_" + field.name.upper())
+        for setting in fields(cls):
+            var = names.get(setting.name, "BRIDGE_" + setting.name.upper())
             raw = env.get(var)
             if raw is None or raw == "":
                 continue
-            parse = _PARSERS[str(field.type)]
+            parse = _PARSERS[str(setting.type)]
             try:
-                values[field.name] = parse(raw)
+                values[setting.name] = parse(raw)
             except ValueError:
-                raise ConfigError(f"{var}={raw!r} is not a valid {field.type}") from None
+                raise ConfigError(f"{var}={raw!r} is not a valid {setting.type}") from None
+        token_file = env.get("BRIDGE_AUTH_TOKEN_FILE")
+        if token_file and "auth_token" not in values:
+            try:
+                values["auth_token"] = Path(token_file).read_text().splitlines()[0].strip()
+            except (OSError, IndexError):
+                raise ConfigError(f"BRIDGE_AUTH_TOKEN_FILE={token_file} cannot be read") from None
         config = cls(**values)  # type: ignore[arg-type]
         config.validate()
         return config
@@ -126,6 +156,15 @@ class BridgeConfig:
             raise ConfigError(f"PORT={self.port} is out of range")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"BRIDGE_METRICS_PORT={self.metrics_port} is out of range")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("BRIDGE_TLS_CERT and BRIDGE_TLS_KEY go together")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ConfigError("BRIDGE_TLS_CLIENT_CA (mutual TLS) needs BRIDGE_TLS_CERT and BRIDGE_TLS_KEY")
+        if not self.grpc_socket and not (self.tls_cert or self.auth_token) and not _is_loopback(self.host):
+            raise ConfigError(
+                f"BRIDGE_HOST={self.host} is not a loopback address: without TLS or a token anyone who can "
+                "reach it could join rooms as your users. Set BRIDGE_AUTH_TOKEN and/or BRIDGE_TLS_CERT/KEY."
+            )
         if self.log_format not in ("text", "json"):
             raise ConfigError("BRIDGE_LOG_FORMAT must be text or json")
         for name in (

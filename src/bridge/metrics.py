@@ -197,6 +197,12 @@ class BridgeMetrics:
         self.rpcs = Counter(
             "livekit_bridge_rpcs", "RPCs answered, by gRPC status.", ["method", "code"], registry=reg
         )
+        self.auth_rejected = Counter(
+            "livekit_bridge_auth_rejected",
+            "Calls refused for a missing or wrong bearer token.",
+            ["method"],
+            registry=reg,
+        )
         self.joins = Counter("livekit_bridge_joins", "JoinRoom outcomes.", ["result"], registry=reg)
         self.sessions_closed = Counter(
             "livekit_bridge_sessions_closed", "Sessions ended, by reason.", ["reason"], registry=reg
