@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import importlib.resources
 import os
+import random
 import re
 import shutil
 import signal
@@ -157,20 +158,33 @@ def render_config(*, port: int, tcp_port: int, udp_port: int, api_key: str, api_
     )
 
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel hands out for port 0 can be taken
+# a moment later by any outgoing connection (the SDK's own, say) before the server binds it.
+_PORT_RANGE = (20000, 32000)
+
+
 def _free_ports(*, tcp: int, udp: int) -> tuple[list[int], list[int]]:
-    """Ports free on 127.0.0.1 right now (kernel-chosen). All sockets are held open together,
-    so the TCP ports returned are distinct from each other."""
+    """Distinct ports free on 127.0.0.1 right now, outside the ephemeral range. All sockets are
+    held open together, so the ports returned are distinct from each other."""
+    rng = random.SystemRandom()
     with contextlib.ExitStack() as stack:
-        tcp_ports = [_bind_port(stack, socket.SOCK_STREAM) for _ in range(tcp)]
-        udp_ports = [_bind_port(stack, socket.SOCK_DGRAM) for _ in range(udp)]
+        tcp_ports = [_bind_port(stack, socket.SOCK_STREAM, rng) for _ in range(tcp)]
+        udp_ports = [_bind_port(stack, socket.SOCK_DGRAM, rng) for _ in range(udp)]
     return tcp_ports, udp_ports
 
 
-def _bind_port(stack: contextlib.ExitStack, kind: socket.SocketKind) -> int:
-    sock = stack.enter_context(socket.socket(socket.AF_INET, kind))
-    sock.bind((LOOPBACK, 0))
-    port: int = sock.getsockname()[1]
-    return port
+def _bind_port(stack: contextlib.ExitStack, kind: socket.SocketKind, rng: random.Random) -> int:
+    for _ in range(200):
+        sock = socket.socket(socket.AF_INET, kind)
+        try:
+            sock.bind((LOOPBACK, rng.randint(*_PORT_RANGE)))
+        except OSError:
+            sock.close()
+            continue
+        stack.enter_context(sock)
+        port: int = sock.getsockname()[1]
+        return port
+    raise DevServerError("no free port found on 127.0.0.1")
 
 
 def _read_tail(path: Path, limit: int = _LOG_TAIL_BYTES) -> str:
@@ -215,6 +229,8 @@ class LocalLiveKitServer:
         log_dir: Path | str | None = None,
     ) -> None:
         _check_credentials(api_key, api_secret)
+        self._chosen_ports = (port, tcp_port, udp_port)
+        self._started_once = False
         tcp_free, udp_free = _free_ports(tcp=2, udp=1)
         self._port = port if port is not None else tcp_free[0]
         self._tcp_port = tcp_port if tcp_port is not None else tcp_free[1]
@@ -280,7 +296,31 @@ class LocalLiveKitServer:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self, timeout: float = 20.0) -> None:
-        """Start the server and wait until its HTTP API answers; raise DevServerError otherwise."""
+        """Start the server and wait until its HTTP API answers; raise DevServerError otherwise.
+
+        On the first start, ports this object picked itself are picked again if another process
+        took one in the meantime (up to 3 tries); a restart always keeps them.
+        """
+        for attempt in range(3):
+            try:
+                self._start_once(timeout)
+                self._started_once = True
+                return
+            except DevServerError as err:
+                clash = "address already in use" in str(err)
+                if self._started_once or not clash or attempt == 2 or None not in self._chosen_ports:
+                    raise
+                self._repick_ports()
+
+    def _repick_ports(self) -> None:
+        port, tcp_port, udp_port = self._chosen_ports
+        tcp_free, udp_free = _free_ports(tcp=2, udp=1)
+        self._port = port if port is not None else tcp_free[0]
+        self._tcp_port = tcp_port if tcp_port is not None else tcp_free[1]
+        self._udp_port = udp_port if udp_port is not None else udp_free[0]
+        self._log_path = self._log_path.with_name(f"livekit-server-{self._port}.log")
+
+    def _start_once(self, timeout: float) -> None:
         if self.is_running:
             raise DevServerError(f"server already running at {self.url}")
         binary = ensure_server_binary()
