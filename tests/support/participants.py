@@ -32,10 +32,12 @@ async def wait_for_participant(room: rtc.Room, identity: str, timeout: float = 1
     await asyncio.wait_for(poll(), timeout)
 
 
-async def send_packets(room: rtc.Room, packets: list[bytes], interval_s: float) -> None:
-    """Publish each packet as a lossy data packet, ``interval_s`` apart (the phone's microphone)."""
+async def send_packets(
+    room: rtc.Room, packets: list[bytes], interval_s: float, reliable: bool = False
+) -> None:
+    """Publish each packet ``interval_s`` apart, lossy like the phone's microphone unless ``reliable``."""
     for packet in packets:
-        await room.local_participant.publish_data(packet, reliable=False)
+        await room.local_participant.publish_data(packet, reliable=reliable)
         await asyncio.sleep(interval_s)
 
 

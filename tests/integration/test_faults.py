@@ -1,0 +1,201 @@
+"""Faults the older bridge did not survive: churn, a lost LiveKit server, a cloud that stops reading."""
+
+from __future__ import annotations
+
+import random
+
+import grpclib.const
+import numpy as np
+import pytest
+import trio
+from grpclib.client import Channel
+from grpclib.config import Configuration
+from trio_asyncio import aio_as_trio
+
+from bridge._gen.mentra.livekit.bridge import AudioChunk, BridgeStatusRequest, LeaveRoomRequest
+from conftest import RunningBridge, running_bridge
+from support import participants
+from support.cloud import STREAM_AUDIO, CloudStream
+from support.flows import join, new_room, wait_until
+from support.leaks import assert_back_to
+
+pytestmark = pytest.mark.livekit
+
+
+def packets_for(phone: int, count: int, size: int = 640) -> list[bytes]:
+    rng = np.random.default_rng(phone)
+    return [
+        bytes([i % 256]) + rng.integers(-9000, 9000, size // 2, dtype=np.int16).tobytes()
+        for i in range(count)
+    ]
+
+
+async def test_join_leave_churn_on_25_sessions_loses_nothing_for_the_others(bridge: RunningBridge) -> None:
+    """5 rooms, each with a phone; per room one witness session stays while 4 others churn.
+
+    Phones send reliable packets here so that any loss is the bridge's: the witnesses must receive
+    every packet, in order, while 20 sessions join, replace, stream and leave around them.
+    """
+    rooms, churners_per_room, packets, interval = 5, 4, 120, 0.05
+    lk = bridge.livekit
+    with trio.fail_after(90):
+        names = [new_room() for _ in range(rooms)]
+        phones = [
+            await aio_as_trio(participants.connect)(lk.url, lk.token(f"phone-{i}", names[i]))
+            for i in range(rooms)
+        ]
+        baseline = await bridge.census()
+        witnesses = []
+        for i in range(rooms):
+            assert (await join(bridge, f"witness-{i}", names[i], target=f"phone-{i}")).success
+            witnesses.append(CloudStream(bridge.channel, f"witness-{i}"))
+        sent = [packets_for(i, packets) for i in range(rooms)]
+        churn_rounds = 0
+        async with trio.open_nursery() as nursery:
+            for stream in witnesses:
+                nursery.start_soon(aio_as_trio(stream.run))
+                await stream.opened.wait()
+            for i in range(rooms):
+                await aio_as_trio(participants.wait_for_participant)(phones[i], f"bridge-witness-{i}")
+
+            async def churn(room: int, slot: int) -> None:
+                nonlocal churn_rounds
+                user, rng = f"churn-{room}-{slot}", random.Random(room * 10 + slot)
+                while True:
+                    assert (await join(bridge, user, names[room], target=f"phone-{room}")).success
+                    stream = CloudStream(bridge.channel, user)
+                    async with trio.open_nursery() as inner:
+                        inner.start_soon(aio_as_trio(stream.run))
+                        await trio.sleep(rng.uniform(0.05, 0.4))
+                        if rng.random() < 0.5:
+                            await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))
+                        else:
+                            inner.cancel_scope.cancel()  # drop the stream; the next JoinRoom replaces
+                    churn_rounds += 1
+
+            async with trio.open_nursery() as churners:
+                for room in range(rooms):
+                    for slot in range(churners_per_room):
+                        churners.start_soon(churn, room, slot)
+                async with trio.open_nursery() as senders:
+                    for i in range(rooms):
+                        senders.start_soon(
+                            aio_as_trio(participants.send_packets), phones[i], sent[i], interval, True
+                        )
+                churners.cancel_scope.cancel()
+
+            for i, stream in enumerate(witnesses):
+                expected = b"".join(p[1:] for p in sent[i])
+                await wait_until(
+                    lambda s=stream, e=expected: len(s.pcm) >= len(e), timeout_s=20, what=f"witness {i}"
+                )
+                assert stream.pcm == expected, f"witness {i} lost or reordered audio"
+                session = bridge.state.registry.get(f"witness-{i}")
+                assert session.sequence_totals()["lost"] == 0 and session.cloud_queue.dropped_chunks == 0
+            print(f"{churn_rounds} churn rounds on {rooms * churners_per_room} sessions")
+            assert churn_rounds >= rooms * churners_per_room * 3
+            for session in bridge.state.registry.sessions():
+                await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=session.user_id))
+            nursery.cancel_scope.cancel()
+        await assert_back_to(baseline, timeout_s=10)
+        for phone in phones:
+            await aio_as_trio(participants.disconnect)(phone)
+
+
+async def test_a_livekit_restart_under_five_live_sessions_is_reported_and_survived(  # type: ignore[no-untyped-def]
+    aio_loop, private_livekit_server
+) -> None:
+    lk, users = private_livekit_server, [f"restart-{i}" for i in range(5)]
+    with trio.fail_after(90):
+        async with running_bridge(lk) as bridge:
+            baseline = await bridge.census()
+            for user in users:
+                assert (await join(bridge, user, new_room())).success
+
+            async def statuses() -> list[bool]:
+                return [
+                    (await aio_as_trio(bridge.stub.get_status)(BridgeStatusRequest(user_id=u))).connected
+                    for u in users
+                ]
+
+            await trio.to_thread.run_sync(lk.kill)
+            with trio.move_on_after(10):
+                while any(await statuses()):
+                    await trio.sleep(0.05)
+            assert not any(await statuses()), "every session must report the outage"
+            await trio.to_thread.run_sync(lk.restart)
+            restarted = trio.current_time()
+            with trio.move_on_after(40):
+                while not all(await statuses()):
+                    await trio.sleep(0.1)
+            assert all(await statuses()), "every session must reconnect once the server is back"
+            print(f"all 5 sessions reconnected {trio.current_time() - restarted:.2f} s after the restart")
+            for user in users:
+                assert (await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))).success
+            await assert_back_to(baseline, timeout_s=10)
+
+
+async def _open_and_never_read(address: str, user: str, opened: trio.Event) -> None:
+    """asyncio side: a cloud that opens its stream and then stops reading (a stuck consumer).
+
+    Its HTTP/2 windows are the protocol's minimum (64 KiB), as a stuck client's fill up: after that
+    the bridge's send loop for this stream waits, and only this session's queue fills.
+    """
+    import asyncio
+
+    host, port = address.rsplit(":", 1)
+    small = Configuration(http2_connection_window_size=65535, http2_stream_window_size=65535)
+    channel = Channel(host, int(port), config=small)
+    try:
+        async with channel.request(
+            STREAM_AUDIO, grpclib.const.Cardinality.STREAM_STREAM, AudioChunk, AudioChunk
+        ) as stream:
+            await stream.send_message(AudioChunk(user_id=user, sample_rate=16000, channels=1))
+            opened.set()
+            await asyncio.Event().wait()
+    finally:
+        channel.close()
+
+
+async def test_a_cloud_that_stops_reading_costs_bounded_memory_and_nobody_else_anything(
+    bridge: RunningBridge,
+) -> None:
+    lk = bridge.livekit
+    with trio.fail_after(60):
+        room = new_room()
+        stuck_phone = await aio_as_trio(participants.connect)(lk.url, lk.token("stuck-phone", room))
+        fine_phone = await aio_as_trio(participants.connect)(lk.url, lk.token("fine-phone", room))
+        assert (await join(bridge, "stuck", room, target="stuck-phone")).success
+        assert (await join(bridge, "fine", room, target="fine-phone")).success
+        opened = trio.Event()
+        fine = CloudStream(bridge.channel, "fine")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(aio_as_trio(_open_and_never_read), bridge.state.address, "stuck", opened)
+            nursery.start_soon(aio_as_trio(fine.run))
+            await opened.wait()
+            await fine.opened.wait()
+            for phone in (stuck_phone, fine_phone):
+                for identity in ("bridge-stuck", "bridge-fine"):
+                    await aio_as_trio(participants.wait_for_participant)(phone, identity)
+            # The stuck cloud's phone sends 10x real time (100 ms of audio every 10 ms) for 4 s.
+            flood = packets_for(1, 400, size=3200)
+            normal = packets_for(2, 40, size=3200)
+            async with trio.open_nursery() as senders:
+                senders.start_soon(aio_as_trio(participants.send_packets), stuck_phone, flood, 0.01, True)
+                senders.start_soon(aio_as_trio(participants.send_packets), fine_phone, normal, 0.1, True)
+            stuck = bridge.state.registry.get("stuck")
+            queue = stuck.cloud_queue
+            print(
+                f"stuck session: {stuck.counters.data_packets} packets in, queue {queue.queued_bytes} B "
+                f"(bound {queue.max_bytes}), dropped {queue.dropped_chunks}"
+            )
+            assert stuck.counters.data_packets == len(flood)
+            assert queue.queued_bytes <= queue.max_bytes and queue.dropped_chunks > 0
+            expected = b"".join(p[1:] for p in normal)
+            await wait_until(lambda: len(fine.pcm) >= len(expected), what="the other session's audio")
+            assert fine.pcm == expected
+            for user in ("stuck", "fine"):
+                await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))
+            nursery.cancel_scope.cancel()
+        for phone in (stuck_phone, fine_phone):
+            await aio_as_trio(participants.disconnect)(phone)
