@@ -243,3 +243,24 @@ async def test_a_kicked_session_ends_its_stream_with_unavailable_and_leaves_noth
         if intruder is not None:
             await aio_as_trio(participants.disconnect)(intruder)
         await assert_back_to(baseline)
+
+
+async def test_a_join_cancelled_mid_connect_leaves_no_participant_behind(bridge) -> None:  # type: ignore[no-untyped-def]
+    """The cloud gives up on a JoinRoom while the bridge is connecting: the native connect would
+    complete anyway; the bridge must wait for it and disconnect, not leave a ghost in the room."""
+    lk = bridge.livekit
+    with trio.fail_after(30):
+        room = new_room()
+        witness = await aio_as_trio(participants.connect)(lk.url, lk.token("witness", room))
+        baseline = await bridge.census()
+        for delay in (0.0, 0.01, 0.05, 0.1):
+            with trio.move_on_after(delay):
+                await join(bridge, f"ghost-{delay}", room)
+        await trio.sleep(1.0)
+        identities = await aio_as_trio(participants.list_identities)(
+            lk.http_url, lk.api_key, lk.api_secret, room
+        )
+        assert identities == ["witness"], identities
+        assert len(bridge.state.registry) == 0
+        await assert_back_to(baseline)
+        await aio_as_trio(participants.disconnect)(witness)

@@ -132,3 +132,15 @@ async def remove_participant(http_url: str, api_key: str, api_secret: str, room:
         await lkapi.room.remove_participant(api.RoomParticipantIdentity(room=room, identity=identity))
     finally:
         await lkapi.aclose()
+
+
+async def list_identities(http_url: str, api_key: str, api_secret: str, room: str) -> list[str]:
+    """Identities the server sees in ``room`` (through its API, not a participant's view)."""
+    from livekit import api
+
+    lkapi = api.LiveKitAPI(url=http_url, api_key=api_key, api_secret=api_secret)
+    try:
+        reply = await lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
+        return [p.identity for p in reply.participants]
+    finally:
+        await lkapi.aclose()

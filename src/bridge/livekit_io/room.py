@@ -10,6 +10,8 @@ listening is ignored and counted, never raised into the SDK.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -21,6 +23,7 @@ from livekit import rtc
 
 from ..errors import RoomConnectError
 from ..redact import redact
+from .ffi_filter import narrow_to_own_events
 
 __all__ = ["RoomEvent", "RoomLink", "open_event_channel"]
 
@@ -73,6 +76,8 @@ class RoomLink:
             "reconnected": self._handle_reconnected,
             "disconnected": self._handle_disconnected,
         }
+        self.events_filtered = False
+        """Whether the SDK delivers this room only its own events (ffi_filter.py)."""
         self.late_events = 0
         """Events that arrived after the session stopped listening (ignored)."""
 
@@ -119,8 +124,18 @@ class RoomLink:
         for event, handler in self._handlers.items():
             room.on(event, handler)  # type: ignore[arg-type]
         self._room = room
+        options = rtc.RoomOptions(auto_subscribe=True, connect_timeout=timeout_s)
+        connecting = asyncio.ensure_future(room.connect(url, token, options))
         try:
-            await room.connect(url, token, rtc.RoomOptions(auto_subscribe=True, connect_timeout=timeout_s))
+            try:
+                await asyncio.shield(connecting)
+            except asyncio.CancelledError:
+                # Cancelled mid-connect (a join timeout, a cancelled JoinRoom, shutdown): the native
+                # side would finish connecting anyway and keep a room nobody listens to. Let the
+                # connect end (the SDK bounds it by connect_timeout), then disconnect below.
+                with contextlib.suppress(Exception):
+                    await connecting
+                raise
         except rtc.ConnectError as err:
             await self.aclose()
             # The server may quote a rejected token in its error: never pass it on.
@@ -128,6 +143,7 @@ class RoomLink:
         except BaseException:
             await self.aclose()
             raise
+        self.events_filtered = narrow_to_own_events(room)
 
     async def aclose(self) -> None:
         """Unregister every handler, then disconnect. Safe to call more than once."""
