@@ -147,3 +147,13 @@ async def test_target_identity_selects_the_phone_and_an_empty_target_takes_every
         await assert_back_to(baseline)
         for room_ in (phone, other):
             await aio_as_trio(participants.disconnect)(room_)
+
+
+async def test_every_session_room_receives_only_its_own_room_events(bridge) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(30):
+        rooms = [new_room() for _ in range(2)]
+        for i, room in enumerate(rooms):
+            assert (await join(bridge, f"filter-{i}", room)).success
+        assert all(s.room.events_filtered for s in bridge.state.registry.sessions())
+        for i in range(2):
+            await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=f"filter-{i}"))
