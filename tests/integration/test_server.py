@@ -169,3 +169,21 @@ async def test_sigterm_closes_live_sessions_with_unavailable_and_exits_zero(  # 
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+async def test_shutdown_flips_health_to_not_serving_before_sessions_close(aio_loop, livekit_server) -> None:  # type: ignore[no-untyped-def]
+    from conftest import start_bridge
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            bridge = await start_bridge(nursery, livekit_server)
+            for i in range(3):  # closing these takes a moment: the window to observe
+                assert (await join(bridge, f"health-{i}", new_room())).success
+            bridge.state.request_shutdown()
+            await trio.lowlevel.checkpoint()
+            seen: list[int] = []
+            with trio.move_on_after(5):
+                while GrpcHealthCheckResponse.NOT_SERVING not in seen:
+                    seen.append(await aio_as_trio(_health)(bridge.channel, SERVICE))
+            bridge.channel.close()
+        assert seen == [GrpcHealthCheckResponse.NOT_SERVING], seen  # at once, while sessions close
