@@ -43,6 +43,7 @@ from .metrics import BridgeMetrics
 from .metrics_server import serve_metrics
 from .playback import PlaybackLimits, PlaybackServices, PlaybackStats
 from .registry import SessionRegistry
+from .rpc.server import BridgeServer
 from .rpc.service import VERSION, LiveKitBridgeService
 from .session import CloseReason
 
@@ -133,7 +134,7 @@ async def _start_server(config: BridgeConfig, state: BridgeState) -> Server:
     bridge = LiveKitBridgeService(state)
     state.health.set(True)
     services = ServerReflection.extend([bridge, Health({bridge: [state.health]})])
-    server = Server(services)
+    server = BridgeServer(services, max_streams_per_connection=config.max_streams_per_connection)
     if config.auth_token:
         rejected = state.metrics.auth_rejected
         install_token_check(server, config.auth_token, on_reject=lambda method: rejected.labels(method).inc())

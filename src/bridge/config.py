@@ -43,6 +43,14 @@ class BridgeConfig:
     grpc_socket: str = ""
     """Unix socket path (``LIVEKIT_GRPC_SOCKET``). When set, the bridge listens there instead of TCP."""
 
+    max_streams_per_connection: int = 10_000
+    """HTTP/2 streams a client may keep open on one connection (``BRIDGE_MAX_STREAMS_PER_CONNECTION``):
+    a cloud keeps one StreamAudio per user, usually all on one connection."""
+
+    stream_first_message_timeout_s: float = 10.0
+    """A StreamAudio call must send its first message (with ``user_id``) within this time
+    (``BRIDGE_STREAM_FIRST_MESSAGE_TIMEOUT_S``); silent calls would hold a stream slot forever."""
+
     livekit_url: str = ""
     """Room server for JoinRoom requests that carry no ``livekit_url`` (``LIVEKIT_URL``)."""
 
@@ -169,6 +177,8 @@ class BridgeConfig:
             raise ConfigError("BRIDGE_LOG_FORMAT must be text or json")
         for name in (
             "join_timeout_s",
+            "max_streams_per_connection",
+            "stream_first_message_timeout_s",
             "session_idle_ttl_s",
             "shutdown_timeout_s",
             "fetch_connect_timeout_s",

@@ -14,6 +14,7 @@ import pytest
 import trio
 from grpclib.client import Channel
 from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest as GrpcHealthCheckRequest
 from grpclib.health.v1.health_pb2 import HealthCheckResponse as GrpcHealthCheckResponse
@@ -187,3 +188,49 @@ async def test_shutdown_flips_health_to_not_serving_before_sessions_close(aio_lo
                     seen.append(await aio_as_trio(_health)(bridge.channel, SERVICE))
             bridge.channel.close()
         assert seen == [GrpcHealthCheckResponse.NOT_SERVING], seen  # at once, while sessions close
+
+
+async def _silent_streams(channel: Channel, count: int, opened: trio.Event, statuses: list[object]) -> None:
+    """asyncio side: ``count`` StreamAudio calls on one connection that never send a message."""
+    import asyncio
+
+    import grpclib.const
+
+    from bridge._gen.mentra.livekit.bridge import AudioChunk
+    from support.cloud import STREAM_AUDIO
+
+    async def one() -> None:
+        try:
+            async with channel.request(
+                STREAM_AUDIO, grpclib.const.Cardinality.STREAM_STREAM, AudioChunk, AudioChunk
+            ) as stream:
+                await stream.send_request()
+                while await stream.recv_message() is not None:
+                    pass
+            statuses.append(Status.OK)
+        except GRPCError as err:
+            statuses.append(err.status)
+
+    tasks = [asyncio.ensure_future(one()) for _ in range(count)]
+    await asyncio.sleep(0.5)
+    opened.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_one_connection_carries_more_than_100_streams_and_silent_ones_are_ended(  # type: ignore[no-untyped-def]
+    aio_loop, livekit_server
+) -> None:
+    from conftest import running_bridge
+
+    with trio.fail_after(30):
+        async with running_bridge(livekit_server, stream_first_message_timeout_s=2.0) as bridge:
+            opened, statuses = trio.Event(), []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(aio_as_trio(_silent_streams), bridge.channel, 150, opened, statuses)
+                await opened.wait()
+                # 150 open calls on this connection, and it still answers (h2's default limit is 100).
+                with trio.fail_after(1.5):
+                    health = await aio_as_trio(bridge.stub.health_check)(HealthCheckRequest())
+                assert health.status is HealthCheckResponseServingStatus.SERVING
+            # The silent calls did not hold their slots forever.
+            assert statuses == [Status.INVALID_ARGUMENT] * 150, set(map(str, statuses))

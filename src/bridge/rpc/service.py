@@ -159,7 +159,13 @@ class LiveKitBridgeService:
         await stream.send_message(LeaveRoomResponse(success=True))
 
     async def stream_audio(self, stream: Any) -> None:
-        first: AudioChunk | None = await stream.recv_message()
+        timeout = self._state.config.stream_first_message_timeout_s
+        try:
+            first: AudioChunk | None = await asyncio.wait_for(stream.recv_message(), timeout)
+        except TimeoutError:
+            raise GRPCError(
+                Status.INVALID_ARGUMENT, f"no first StreamAudio message (with user_id) within {timeout:g} s"
+            ) from None
         if first is None:
             return  # the client closed without sending anything: nothing to serve
         self._state.count_call(stream)
