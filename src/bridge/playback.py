@@ -114,9 +114,9 @@ class PlaybackEvents:
     position_ms: int = 0
     """The last position reported."""
 
-    def emit_started(self) -> None:
+    def emit_started(self, duration_ms: int = 0) -> None:
         self.started_at = time.monotonic()
-        self._put(_event(PlayAudioEventEventType.STARTED, self.request_id))
+        self._put(_event(PlayAudioEventEventType.STARTED, self.request_id, duration_ms=duration_ms))
 
     def emit_progress(self, position_ms: int, duration_ms: int) -> None:
         self.position_ms = position_ms
@@ -204,6 +204,8 @@ class _TrackWriter:
         self._last_progress = 0.0
         self.samples_written = 0
         self.first_frame_at: float | None = None
+        self.expected_ms = 0
+        """The audio's length when the file states it (WAV), else 0 = not known yet."""
 
     @property
     def written_ms(self) -> int:
@@ -244,10 +246,10 @@ class _TrackWriter:
         if self.first_frame_at is None:
             self.first_frame_at = now
             self._last_progress = now
-            self._events.emit_started()
+            self._events.emit_started(self.expected_ms)
         elif now - self._last_progress >= self._limits.progress_ms / 1000:
             self._last_progress = now
-            self._events.emit_progress(self.position_ms, self.written_ms)
+            self._events.emit_progress(self.position_ms, self.expected_ms)
 
     async def played_out(self) -> None:
         """Wait until everything written has played, reporting PROGRESS meanwhile."""
@@ -255,7 +257,7 @@ class _TrackWriter:
         while (queued := self._publisher.queued_seconds) > 0:
             await asyncio.sleep(min(queued, interval))
             self._last_progress = time.monotonic()
-            self._events.emit_progress(self.position_ms, self.written_ms)
+            self._events.emit_progress(self.position_ms, self.expected_ms)
 
 
 async def play(
@@ -316,7 +318,10 @@ async def _decode_into(pieces: AsyncIterator[bytes], writer: _TrackWriter, limit
         # Decode what arrived in small slices: the first frame goes out after the first few KiB
         # of a fast download, not after its first 64 KiB have been decoded.
         for start in range(0, len(piece), _PIECE_BYTES):
-            for block in decoder.push(piece[start : start + _PIECE_BYTES]):
+            blocks = decoder.push(piece[start : start + _PIECE_BYTES])
+            if not writer.expected_ms and decoder.declared_duration_ms:  # known once the header is read
+                writer.expected_ms = min(decoder.declared_duration_ms, limits.max_duration_ms)
+            for block in blocks:
                 await writer.write(block)
     if decoder is None:
         raise PlaybackError(ErrorCode.UNSUPPORTED_FORMAT, f"only {received} bytes: not an audio file")

@@ -106,6 +106,8 @@ async def test_a_wav_plays_in_real_time_and_completed_comes_after_it_has_played(
         assert EventType.PROGRESS in call.types
         positions = [e.position_ms for _, e in call.events if e.type is EventType.PROGRESS]
         assert positions == sorted(positions) and positions[-1] <= 2000
+        # A WAV states its length: every event carries it (never "decoded so far").
+        assert {e.duration_ms for _, e in call.events} == {2000}
         started, completed = call.times(EventType.STARTED)[0], call.times(EventType.COMPLETED)[0]
         assert completed - started >= 2.0 - 0.05, completed - started  # not before the audio has played
         assert completed - started < 2.0 + 0.6
@@ -132,6 +134,8 @@ async def test_an_mp3_starts_playing_before_its_download_has_finished(stage: Sta
         heard = loud_segment(stage.listener.samples("speaker"))
         assert abs(dominant_frequency(heard, RATE) - 880) < 3
         assert 2900 <= call.terminal.duration_ms <= 3150  # MP3 adds encoder delay and padding
+        # An MP3 states no length: 0 (unknown) until COMPLETED gives the real one.
+        assert {e.duration_ms for _, e in call.events[:-1]} == {0}
 
 
 async def test_volume_half_halves_the_level_and_explicit_zero_is_silent(stage: Stage) -> None:

@@ -58,6 +58,10 @@ class DecodedAudio:
 class StreamDecoder(Protocol):
     def push(self, data: bytes) -> list[DecodedAudio]: ...
     def finish(self) -> list[DecodedAudio]: ...
+    @property
+    def declared_duration_ms(self) -> int | None:
+        """The length the file's header states, once known; None if it states none."""
+        ...
 
 
 def _is_mpeg_frame_sync(head: bytes) -> bool:
@@ -102,6 +106,11 @@ class WavDecoder:
         self._is_float = False
         self._data_left: int | None = None  # None: the header gave no usable size
         self._skip = 0  # bytes of an unknown chunk still to skip
+        self._declared_ms: int | None = None
+
+    @property
+    def declared_duration_ms(self) -> int | None:
+        return self._declared_ms
 
     def push(self, data: bytes) -> list[DecodedAudio]:
         self._buffer += data
@@ -148,6 +157,9 @@ class WavDecoder:
                     raise DecodeError("WAV data chunk before its fmt chunk")
                 del buf[:8]
                 self._data_left = None if size in _UNKNOWN_SIZES else size
+                if self._data_left is not None:
+                    frames = self._data_left // (self._sample_width * self._channels)
+                    self._declared_ms = frames * 1000 // self._rate
                 self._header_done = True
                 return
             else:
@@ -215,6 +227,10 @@ class Mp3Decoder:
         self._pending = bytearray()
         self._tag_left: int | None = None  # None until we know whether an ID3 tag comes first
         self._frames = 0
+
+    @property
+    def declared_duration_ms(self) -> int | None:
+        return None  # MPEG streams state no length (a Xing/LAME header may; not read yet)
 
     def push(self, data: bytes) -> list[DecodedAudio]:
         if self._tag_left is None or self._tag_left:
