@@ -1,0 +1,64 @@
+/**
+ * Everything an integration test needs, started for real: a LiveKit server with participants (the
+ * room driver) and the Python bridge as a process, plus a channel and clients that are all torn
+ * down by close(). Starting fails loudly, never skips: a missing BRIDGE_PYTHON is an error.
+ */
+import { randomUUID } from "node:crypto";
+import { BridgeChannel, LiveKitGrpcClient, type LiveKitGrpcClientOptions } from "../../src/index";
+import { BridgeProcess } from "./bridge-process";
+import { RoomDriver } from "./room-driver";
+
+export function newRoom(): string {
+  return `room-${randomUUID().slice(0, 8)}`;
+}
+
+export class IntegrationEnv {
+  private readonly clients = new Set<LiveKitGrpcClient>();
+
+  private constructor(
+    readonly driver: RoomDriver,
+    readonly bridge: BridgeProcess,
+    readonly channel: BridgeChannel,
+  ) {}
+
+  static async start(bridgeEnv: Record<string, string> = {}): Promise<IntegrationEnv> {
+    const driver = await RoomDriver.start();
+    let bridge: BridgeProcess;
+    try {
+      bridge = await BridgeProcess.start({ livekitUrl: driver.url, env: bridgeEnv });
+    } catch (err) {
+      await driver.close();
+      throw err;
+    }
+    return new IntegrationEnv(driver, bridge, new BridgeChannel({ address: bridge.address }));
+  }
+
+  client(options: LiveKitGrpcClientOptions = {}): LiveKitGrpcClient {
+    const client = new LiveKitGrpcClient({ channel: this.channel, ...options });
+    this.clients.add(client);
+    return client;
+  }
+
+  /** connect() the way the cloud does: the bridge joins as `bridge-<user>` and listens to `user`. */
+  async connect(client: LiveKitGrpcClient, user: string, room: string): Promise<void> {
+    await client.connect({
+      userId: user,
+      roomName: room,
+      token: await this.driver.token(`bridge-${user}`, room),
+      url: this.driver.url,
+    });
+  }
+
+  async close(): Promise<void> {
+    const errors: unknown[] = [];
+    for (const client of this.clients) {
+      await client.dispose().catch((err: unknown) => errors.push(err));
+    }
+    this.channel.close();
+    await this.bridge.stop().catch((err: unknown) => errors.push(err));
+    await this.driver.close().catch((err: unknown) => errors.push(err));
+    if (errors.length > 0) {
+      throw new AggregateError(errors, "integration teardown failed");
+    }
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * An in-process gRPC server speaking the bridge's proto, scripted per test: fast unit tests of the
+ * client's wire behaviour (what it sends, how it reads answers) without Python or LiveKit.
+ */
+import * as grpc from "@grpc/grpc-js";
+import type { AudioChunk, AudioChunk__Output } from "../../src/generated/mentra/livekit/bridge/AudioChunk";
+import type { JoinRoomRequest__Output } from "../../src/generated/mentra/livekit/bridge/JoinRoomRequest";
+import type { JoinRoomResponse } from "../../src/generated/mentra/livekit/bridge/JoinRoomResponse";
+import type { LeaveRoomRequest__Output } from "../../src/generated/mentra/livekit/bridge/LeaveRoomRequest";
+import type { LiveKitBridgeHandlers } from "../../src/generated/mentra/livekit/bridge/LiveKitBridge";
+import type { PlayAudioEvent } from "../../src/generated/mentra/livekit/bridge/PlayAudioEvent";
+import type { PlayAudioRequest__Output } from "../../src/generated/mentra/livekit/bridge/PlayAudioRequest";
+import type { StopAudioRequest__Output } from "../../src/generated/mentra/livekit/bridge/StopAudioRequest";
+import { loadBridgeProto } from "../../src/proto";
+
+export type StreamCall = grpc.ServerDuplexStream<AudioChunk__Output, AudioChunk>;
+export type PlayCall = grpc.ServerWritableStream<PlayAudioRequest__Output, PlayAudioEvent>;
+
+export class FakeBridge {
+  readonly joins: JoinRoomRequest__Output[] = [];
+  readonly leaves: LeaveRoomRequest__Output[] = [];
+  readonly stops: StopAudioRequest__Output[] = [];
+  readonly plays: PlayAudioRequest__Output[] = [];
+  readonly streams: StreamCall[] = [];
+  /** First message of each StreamAudio call, in order. */
+  readonly firstMessages: AudioChunk__Output[] = [];
+  joinReply: (request: JoinRoomRequest__Output) => JoinRoomResponse = () => ({
+    success: true,
+    participant_id: "PA_fake",
+    participant_count: 2,
+  });
+  /** What PlayAudio does; by default it answers UNIMPLEMENTED. */
+  play: (call: PlayCall) => void = (call) => call.emit("error", { code: grpc.status.UNIMPLEMENTED, details: "not yet" });
+
+  private constructor(
+    private readonly server: grpc.Server,
+    readonly port: number,
+  ) {}
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  static async start(port = 0): Promise<FakeBridge> {
+    const server = new grpc.Server();
+    let bridge: FakeBridge | undefined;
+    const self = (): FakeBridge => {
+      if (bridge === undefined) {
+        throw new Error("FakeBridge not ready");
+      }
+      return bridge;
+    };
+    const handlers: LiveKitBridgeHandlers = {
+      JoinRoom: (call, callback) => {
+        self().joins.push(call.request);
+        callback(null, self().joinReply(call.request));
+      },
+      LeaveRoom: (call, callback) => {
+        self().leaves.push(call.request);
+        callback(null, { success: true });
+      },
+      StreamAudio: (call) => {
+        call.once("data", (first: AudioChunk__Output) => {
+          self().firstMessages.push(first);
+          self().streams.push(call);
+        });
+        call.on("error", () => undefined);
+      },
+      PlayAudio: (call) => {
+        self().plays.push(call.request);
+        self().play(call);
+      },
+      StopAudio: (call, callback) => {
+        self().stops.push(call.request);
+        callback(null, { success: true, stopped_request_id: call.request.request_id });
+      },
+      HealthCheck: (_call, callback) => callback(null, { status: "SERVING" }),
+      GetStatus: (call, callback) =>
+        callback(null, {
+          connected: true,
+          participant_id: `PA_${call.request.user_id}`,
+          participant_count: 2,
+          last_disconnect_at: "1700000000123",
+          server_version: "fake",
+        }),
+    };
+    server.addService(loadBridgeProto().grpc.mentra.livekit.bridge.LiveKitBridge.service, handlers);
+    const bound = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, actual) =>
+        err ? reject(err) : resolve(actual),
+      );
+    });
+    bridge = new FakeBridge(server, bound);
+    return bridge;
+  }
+
+  /** Ends StreamAudio call `index` the way the bridge ends a stream cleanly: OK plus the end reason. */
+  endStreamCleanly(index: number, reason: string): void {
+    const call = this.streams[index];
+    if (call === undefined) {
+      throw new Error(`no stream ${index}`);
+    }
+    const metadata = new grpc.Metadata();
+    metadata.set("x-bridge-end-reason", reason);
+    call.end(metadata);
+  }
+
+  /** Stops at once: every open call fails (UNAVAILABLE / connection reset), like a killed bridge. */
+  kill(): void {
+    this.server.forceShutdown();
+  }
+}
