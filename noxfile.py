@@ -1,4 +1,4 @@
-"""Developer and CI tasks. `nox -s lint tests` is what CI runs (see README and .ci/run)."""
+"""Developer and CI tasks. `nox -s lint tests client_ts` is what CI runs (see README and .ci/run)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "client_ts"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_external_run = True
 
@@ -39,6 +39,17 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("python", "-m", "bridge.devserver", "build")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def client_ts(session: nox.Session) -> None:
+    """The TypeScript client (clients/typescript): build, unit tests, integration tests against this bridge."""
+    session.install("-e", ".")
+    session.run("python", "-m", "bridge.devserver", "build")
+    bridge_python = os.path.join(session.bin, "python")
+    with session.chdir("clients/typescript"):
+        session.run("npm", "ci", "--no-audit", "--no-fund", external=True)
+        session.run("npm", "test", env={"BRIDGE_PYTHON": bridge_python}, external=True)
 
 
 @nox.session(python=PYTHON)
