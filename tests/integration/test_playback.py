@@ -242,6 +242,10 @@ async def test_failures_end_in_failed_with_their_code_and_leave_no_task(
     stage: Stage, name: str, setup, code: str
 ) -> None:  # type: ignore[no-untyped-def]
     with trio.fail_after(30):
+        # A short playback first, so the track and the listener's reader for it already exist.
+        warm = stage.play(stage.media.add("/warm.wav", wav(440, 0.2)), request_id=f"warm-{name}")
+        await warm.done.wait()
+        baseline = await stage.bridge.census()
         url = setup(stage.media)
         call = stage.play(url, request_id=f"bad-{name}")
         await call.done.wait()
@@ -251,6 +255,7 @@ async def test_failures_end_in_failed_with_their_code_and_leave_no_task(
         session = stage.bridge.state.registry.get(stage.user)
         await wait_until(lambda: not session.playbacks, what="playback gone")
         assert stage.bridge.state.registry.playback.stats.failed == 1
+        await assert_back_to(baseline)  # no task of the failed playback remains
 
 
 async def test_audio_longer_than_the_maximum_plays_up_to_it_then_fails_too_long(
