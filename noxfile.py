@@ -43,7 +43,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def client_ts(session: nox.Session) -> None:
-    """The TypeScript client (clients/typescript): build, unit tests, integration tests against this bridge."""
+    """The TypeScript client (clients/typescript): build, unit and integration tests against this bridge."""
     session.install("-e", ".")
     session.run("python", "-m", "bridge.devserver", "build")
     bridge_python = os.path.join(session.bin, "python")
