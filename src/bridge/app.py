@@ -88,14 +88,14 @@ class BridgeState:
         self._shutdown.set()
 
     def health_metadata(self) -> dict[str, str]:
-        sessions = self.registry.sessions()
+        totals = self.metrics.totals()  # since start-up: ended sessions included
         return {
             "version": VERSION,
             "calls": str(self.calls),
             "sessions_started": str(self.registry.sessions_started),
             "joins_failed": str(self.registry.sessions_failed_to_join),
-            "packets_lost": str(sum(s.sequence_totals()["lost"] for s in sessions)),
-            "queue_dropped_chunks": str(sum(s.cloud_queue.dropped_chunks for s in sessions)),
+            "packets_lost": str(totals["lost"]),
+            "queue_dropped_chunks": str(totals["queue_dropped_chunks"]),
             "playback_started": str(self.registry.playback.stats.started),
             "playback_completed": str(self.registry.playback.stats.completed),
             "playback_failed": str(self.registry.playback.stats.failed),

@@ -74,6 +74,12 @@ class BridgeConfig:
     """Sample rate of the tracks the bridge publishes (``BRIDGE_PUBLISH_SAMPLE_RATE``); cloud PCM is
     resampled to it."""
 
+    prepublish_tracks: str = ""
+    """Tracks to publish as soon as a session joins (``BRIDGE_PREPUBLISH_TRACKS``, comma-separated ids,
+    e.g. ``0,2``), so phones subscribe before the first audio instead of missing its start. By
+    default every track is published on first use; cloud PCM keeps real time across that (the
+    audio of the publication's duration is skipped, counted, rather than delaying the track)."""
+
     publish_queue_ms: int = 200
     """Audio the SDK's AudioSource may hold before ``capture_frame`` waits for real time
     (``BRIDGE_PUBLISH_QUEUE_MS``): the latency/jitter trade-off of cloud -> room audio."""
@@ -159,7 +165,17 @@ class BridgeConfig:
         config.validate()
         return config
 
+    @property
+    def prepublished_track_ids(self) -> tuple[int, ...]:
+        return tuple(int(part) for part in self.prepublish_tracks.split(",") if part.strip())
+
     def validate(self) -> None:
+        try:
+            ids = self.prepublished_track_ids
+        except ValueError:
+            raise ConfigError("BRIDGE_PREPUBLISH_TRACKS must be comma-separated track ids") from None
+        if any(not 0 <= track_id <= 15 for track_id in ids):
+            raise ConfigError("BRIDGE_PREPUBLISH_TRACKS ids must be 0..15")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"PORT={self.port} is out of range")
         if not 0 <= self.metrics_port <= 65535:

@@ -51,6 +51,7 @@ class SessionTotals:
         "bytes_from_cloud",
         "rejected_chunks",
         "dropped_track_busy",
+        "samples_skipped_catching_up",
         "queue_dropped_chunks",
         "queue_dropped_bytes",
         "lost",
@@ -79,6 +80,9 @@ def session_counts(session: BridgeSession) -> dict[str, int]:
         "bytes_from_cloud": stream.bytes_from_cloud,
         "rejected_chunks": stream.rejected_chunks,
         "dropped_track_busy": stream.dropped_track_busy,
+        "samples_skipped_catching_up": sum(
+            p.samples_skipped_catching_up for p in session.published_tracks.values()
+        ),
         "queue_dropped_chunks": queue.dropped_chunks,
         "queue_dropped_bytes": queue.dropped_bytes,
         "lost": seq["lost"],
@@ -95,9 +99,7 @@ class _SessionCollector(Collector):
         metrics = self._metrics
         registry = metrics.registry
         sessions = registry.sessions() if registry is not None else []
-        totals = Tally(metrics.ended.values)
-        for session in sessions:
-            totals.update(session_counts(session))
+        totals = metrics.totals()
 
         yield GaugeMetricFamily("livekit_bridge_sessions", "Live sessions.", value=len(sessions))
         yield GaugeMetricFamily(
@@ -177,6 +179,11 @@ class _SessionCollector(Collector):
         data.add_metric(["room_to_cloud_sent"], totals["bytes_to_cloud"])
         data.add_metric(["cloud_to_room"], totals["bytes_from_cloud"])
         yield data
+        yield counter(
+            "livekit_bridge_cloud_pcm_skipped_samples",
+            "Cloud PCM samples skipped to stay real time after waiting for a new track's publication.",
+            totals["samples_skipped_catching_up"],
+        )
 
 
 class BridgeMetrics:
@@ -236,6 +243,13 @@ class BridgeMetrics:
             registry=reg,
         )
         reg.register(_SessionCollector(self))
+
+    def totals(self) -> Tally[str]:
+        """Per-packet counts since start-up: sessions that ended plus the live ones."""
+        totals = Tally(self.ended.values)
+        for session in self.registry.sessions() if self.registry is not None else []:
+            totals.update(session_counts(session))
+        return totals
 
     def attach(self, registry: SessionRegistry) -> None:
         self.registry = registry

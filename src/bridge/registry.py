@@ -73,13 +73,16 @@ class SessionRegistry:
     def sessions(self) -> list[BridgeSession]:
         return list(self._sessions.values())
 
-    def get(self, user_id: str) -> BridgeSession:
+    def get(self, user_id: str, *, touch: bool = True) -> BridgeSession:
+        """The user's live session. ``touch`` resets its idle TTL: calls that act on the session do;
+        read-only ones (GetStatus) do not, so a cloud polling status keeps no zombie alive."""
         if not user_id:
             raise InvalidRequestError("user_id is required")
         session = self._sessions.get(user_id)
         if session is None or session.closing:
             raise SessionNotFoundError(user_id)
-        session.touch()
+        if touch:
+            session.touch()
         return session
 
     def tombstone(self, user_id: str) -> Tombstone | None:

@@ -185,6 +185,8 @@ class BridgeSession:
                     nursery.start_soon(self._close_when_idle)
                     for identity, track_sid, track in self.room.subscribed_audio_tracks():
                         self._maybe_read_track(RoomEvent("track_subscribed", identity, track_sid, track))
+                    for track_id in self._config.prepublished_track_ids:
+                        self.publisher_for(track_id)  # the phone subscribes now, not at the first word
                     started = True
                     task_status.started()
         except Exception as exc:
@@ -322,11 +324,12 @@ class BridgeSession:
         return publisher
 
     async def publish(self, track_id: int, samples: npt.NDArray[np.int16]) -> None:
-        """Cloud PCM (mono, publish rate) onto ``track_id``'s track; dropped while a playback owns it.
+        """Cloud PCM (mono, publish rate) onto ``track_id``'s track; dropped while a playback owns the
+        track, and kept real time across the track's publication (see TrackPublisher.capture).
 
         Called on the asyncio side by a stream's receive loop.
         """
-        if not await self.publisher_for(track_id).capture(samples):
+        if not await self.publisher_for(track_id).capture(samples, real_time=True):
             self.stream_counters.dropped_track_busy += 1
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import trio
@@ -64,7 +66,9 @@ async def test_tones_streamed_on_tracks_0_and_2_reach_a_listener_on_two_tracks(b
                 # About the right duration: count samples of audible 10 ms frames.
                 frames = samples[: len(samples) // 480 * 480].reshape(-1, 480)
                 loud_ms = 10 * int((np.abs(frames).max(axis=1) > 3000).sum())
-                assert 1000 * seconds - 250 <= loud_ms <= 1000 * seconds + 150, (name, loud_ms)
+                # A new track skips as much audio as its publication took (no standing delay), and
+                # the listener subscribes meanwhile: the start may be missing, nothing else.
+                assert 1000 * seconds - 350 <= loud_ms <= 1000 * seconds + 150, (name, loud_ms)
             tracks = bridge.state.registry.get(user).published_tracks
             assert sorted(p.name for p in tracks.values()) == ["speaker", "tts"]
             await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))
@@ -72,3 +76,77 @@ async def test_tones_streamed_on_tracks_0_and_2_reach_a_listener_on_two_tracks(b
             nursery.cancel_scope.cancel()
         await assert_back_to(baseline)
         await aio_as_trio(participants.disconnect)(listener_room)
+
+
+async def test_real_time_cloud_audio_on_a_new_track_carries_no_standing_delay(bridge) -> None:  # type: ignore[no-untyped-def]
+    """Chunks that arrive while a new track is being published are dropped, not queued: a real-time
+    source never lets a backlog drain, so queuing them would delay that track for good."""
+    with trio.fail_after(45):
+        user, room = "onset-user", new_room()
+        listener_room = await aio_as_trio(participants.connect)(
+            bridge.livekit.url, bridge.token("listener", room)
+        )
+        assert (await join(bridge, user, room)).success
+        listener = participants.Listener(listener_room, f"bridge-{user}")
+        cloud = CloudStream(bridge.channel, user)
+        silence = np.zeros(1600, dtype=np.int16).tobytes()
+        burst = sine(440, 0.1, 16000).tobytes()
+        delays = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(aio_as_trio(listener.run))
+            nursery.start_soon(aio_as_trio(cloud.run))
+            await cloud.opened.wait()
+            next_send = trio.current_time()
+            for i in range(40):  # 4 s at real time: a tone burst every second, silence between
+                chunk = burst if i % 10 == 9 else silence
+                await aio_as_trio(cloud.send)(
+                    AudioChunk(pcm_data=chunk, sample_rate=16000, channels=1, track_id=5)
+                )
+                if chunk is burst and i > 10:  # the first second is the track's publication
+                    sent_at = time.monotonic()
+                    await wait_until(
+                        lambda t=sent_at: any(x > t for x in listener.loud_times("track_5")),
+                        timeout_s=3,
+                        what="burst",
+                    )
+                    delays.append(
+                        1000 * (min(x for x in listener.loud_times("track_5") if x > sent_at) - sent_at)
+                    )
+                next_send += 0.1
+                await trio.sleep_until(next_send)
+            print(f"cloud -> listener onset delays on a new track: {[round(d) for d in delays]} ms")
+            assert max(delays) < 250, delays
+            await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))
+            await cloud.ended.wait()
+            nursery.cancel_scope.cancel()
+        await aio_as_trio(participants.disconnect)(listener_room)
+
+
+async def test_prepublished_tracks_exist_before_any_audio(aio_loop, livekit_server) -> None:  # type: ignore[no-untyped-def]
+    from conftest import running_bridge
+
+    with trio.fail_after(30):
+        async with running_bridge(livekit_server, prepublish_tracks="0,2") as bridge:
+            user, room = "prepublish-user", new_room()
+            listener_room = await aio_as_trio(participants.connect)(
+                livekit_server.url, bridge.token("l", room)
+            )
+            assert (await join(bridge, user, room)).success
+            session = bridge.state.registry.get(user)
+            assert sorted(p.name for p in session.published_tracks.values()) == ["speaker", "tts"]
+            await wait_until(
+                lambda: (
+                    {
+                        p.name
+                        for p in listener_room.remote_participants[
+                            f"bridge-{user}"
+                        ].track_publications.values()
+                    }
+                    == {"speaker", "tts"}
+                    if f"bridge-{user}" in listener_room.remote_participants
+                    else False
+                ),
+                what="both tracks visible to another participant",
+            )
+            await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))
+            await aio_as_trio(participants.disconnect)(listener_room)

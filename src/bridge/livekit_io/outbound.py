@@ -14,6 +14,7 @@ than interleaved with the playback's frames.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +48,8 @@ class TrackPublisher:
         self.frames_published = 0
         self.samples_published = 0
         self.dropped_while_owned = 0
+        self._catch_up_samples = 0
+        self.samples_skipped_catching_up = 0
 
     async def run(self) -> None:
         """Own the track's lifetime: publish it, then wait until cancelled (asyncio side)."""
@@ -65,15 +68,34 @@ class TrackPublisher:
             self._source = None
             await source.aclose()
 
-    async def capture(self, samples: npt.NDArray[np.int16], *, owner: object | None = None) -> bool:
+    async def capture(
+        self, samples: npt.NDArray[np.int16], *, owner: object | None = None, real_time: bool = False
+    ) -> bool:
         """Hand mono samples at ``sample_rate`` to the track; waits while it is ahead of real time.
 
         Returns False (dropping the samples) when another owner has the track.
+
+        ``real_time`` writers (cloud PCM) keep real time across the track's publication: if a
+        capture had to wait W seconds for the track to be published, the next W seconds of their
+        audio are dropped (counted). A real-time source never lets a backlog drain, so queuing it
+        would delay the track by W for good; a faster source loses only W, not its whole burst.
+        Playbacks pass False: they read at their own pace and lose nothing.
         """
         if self.owner is not None and owner is not self.owner:
             self.dropped_while_owned += 1
             return False
-        await self._ready.wait()
+        if not self._ready.is_set():
+            waited_from = time.monotonic()
+            await self._ready.wait()
+            if real_time:
+                self._catch_up_samples += round((time.monotonic() - waited_from) * self.sample_rate)
+        if real_time and self._catch_up_samples:
+            skipped = min(len(samples), self._catch_up_samples)
+            self._catch_up_samples -= skipped
+            self.samples_skipped_catching_up += skipped
+            samples = samples[skipped:]
+            if not len(samples):
+                return True
         frame = rtc.AudioFrame(samples.tobytes(), self.sample_rate, 1, len(samples))
         async with self._capturing:
             if self._source is None:

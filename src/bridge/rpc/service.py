@@ -248,7 +248,7 @@ class LiveKitBridgeService:
         if not user_id:
             raise GRPCError(Status.INVALID_ARGUMENT, "user_id is required")
         try:
-            session = self._registry.get(user_id)
+            session = self._registry.get(user_id, touch=False)
         except SessionNotFoundError as err:
             tombstone = self._registry.tombstone(user_id)
             if tombstone is None:
