@@ -1,0 +1,396 @@
+"""Helpers shared by bench/load.py and bench/soak.py (and tests/integration/test_soak.py).
+
+- processes: spawn children pinned to CPU cores that die with us (``prctl(PR_SET_PDEATHSIG)``), and
+  kill every one of them on exit, Ctrl-C and errors included;
+- /proc readings: a process's CPU seconds (all threads) and RSS;
+- the bridge as a subprocess (``python -m bridge``) with a grpclib client and HealthCheck snapshots;
+- small statistics: percentiles and a least-squares slope.
+
+Everything here is plain asyncio: grpclib and the livekit SDK speak asyncio natively, and a benchmark
+driver has no reason to pay for trio-asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from grpclib.client import Channel
+
+from bridge._gen.mentra.livekit.bridge import HealthCheckRequest, HealthCheckResponse, LiveKitBridgeStub
+
+__all__ = [
+    "BridgeProcess",
+    "Children",
+    "Health",
+    "cpu_seconds",
+    "free_port",
+    "least_squares_slope",
+    "percentiles",
+    "pick_cores",
+    "rss_mib",
+    "start_bridge",
+]
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Runs in the child before exec: pin to the given cores, die with the parent (PR_SET_PDEATHSIG = 1),
+# and give up if the parent already died between fork and prctl. Affinity and the death signal both
+# survive exec, and every thread the program starts later inherits the affinity.
+_TRAMPOLINE = (
+    "import ctypes, os, signal, sys\n"
+    "cores = {int(c) for c in sys.argv[1].split(',') if c}\n"
+    "if cores:\n"
+    "    os.sched_setaffinity(0, cores)\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)\n"
+    "if os.getppid() != int(sys.argv[2]):\n"
+    "    os._exit(1)\n"
+    "os.execvp(sys.argv[3], sys.argv[3:])\n"
+)
+
+
+# Kills one process (SIGKILL) when the parent dies, however it dies: for a process we did not
+# spawn ourselves (LocalLiveKitServer's server). It checks the victim's command line first, so a
+# reused pid is never hit; stopping the watchdog with SIGKILL disarms it.
+_WATCHDOG = (
+    "import ctypes, os, signal, sys\n"
+    "pid, parent, marker = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].encode()\n"
+    "def fire(*_):\n"
+    "    try:\n"
+    "        with open(f'/proc/{pid}/cmdline', 'rb') as f:\n"
+    "            if marker in f.read():\n"
+    "                os.kill(pid, signal.SIGKILL)\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "    os._exit(0)\n"
+    "signal.signal(signal.SIGTERM, fire)\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)\n"
+    "if os.getppid() != parent:\n"
+    "    fire()\n"
+    "while True:\n"
+    "    signal.pause()\n"
+)
+
+
+# --------------------------------------------------------------------------------------------
+# /proc
+# --------------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of ``pid`` (from /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def thread_count(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[17])
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of ``pid`` in MiB (VmRSS)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def pick_cores() -> tuple[set[int], set[int]] | None:
+    """Two disjoint single-core sets (bridge side, load side), or None with fewer than 2 cores."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None
+    return {allowed[0]}, {allowed[1]}
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# --------------------------------------------------------------------------------------------
+# statistics
+# --------------------------------------------------------------------------------------------
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float | None]:
+    """p50/p95/p99/max and the count (None when there are no values)."""
+    if not values:
+        return {"n": 0, "p50": None, "p95": None, "p99": None, "max": None}
+    array = np.asarray(values, dtype=np.float64)
+    p50, p95, p99 = np.percentile(array, [50, 95, 99])
+    return {
+        "n": len(values),
+        "p50": float(p50),
+        "p95": float(p95),
+        "p99": float(p99),
+        "max": float(array.max()),
+    }
+
+
+def least_squares_slope(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Slope of the least-squares line through (xs, ys); None with fewer than 2 distinct xs."""
+    if len(xs) < 2 or len(set(xs)) < 2:
+        return None
+    slope, _ = np.polyfit(np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64), 1)
+    return float(slope)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# --------------------------------------------------------------------------------------------
+# child processes
+# --------------------------------------------------------------------------------------------
+
+
+class Children:
+    """Every process a benchmark spawns; ``close()`` ends them all (SIGTERM, then SIGKILL)."""
+
+    def __init__(self) -> None:
+        self._procs: list[asyncio.subprocess.Process] = []
+
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        cores: set[int] | None = None,
+        env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+        pipes: bool = False,
+    ) -> asyncio.subprocess.Process:
+        """Start ``argv`` pinned to ``cores`` (None: not pinned), dying with this process.
+
+        stderr (and stdout unless ``pipes``) go to ``log_path``; with ``pipes`` stdin/stdout are
+        pipes for a JSON-lines control protocol.
+        """
+        core_arg = ",".join(str(c) for c in sorted(cores)) if cores else ""
+        full = [sys.executable, "-c", _TRAMPOLINE, core_arg, str(os.getpid()), *argv]
+        log = open(log_path, "ab") if log_path is not None else None  # noqa: ASYNC230, SIM115
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *full,
+                stdin=asyncio.subprocess.PIPE if pipes else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE if pipes else (log or asyncio.subprocess.DEVNULL),
+                stderr=log or asyncio.subprocess.DEVNULL,
+                env=dict(env) if env is not None else None,
+                # Own process group: Ctrl-C reaches only us, and we stop the children in order.
+                start_new_session=True,
+                limit=1 << 24,
+            )
+        finally:
+            if log is not None:
+                log.close()
+        self._procs.append(proc)
+        return proc
+
+    async def stop(
+        self, proc: asyncio.subprocess.Process, grace_s: float = 5.0, sig: int = signal.SIGTERM
+    ) -> int:
+        """Signal ``proc`` and wait ``grace_s``; SIGKILL after that. Returns the exit code."""
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            try:
+                await asyncio.wait_for(proc.wait(), grace_s)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if proc in self._procs:
+            self._procs.remove(proc)
+        return proc.returncode if proc.returncode is not None else -1
+
+    async def close(self) -> None:
+        """Stop every child still running (newest first); safe to call more than once."""
+        for proc in reversed(list(self._procs)):
+            with contextlib.suppress(Exception):
+                await self.stop(proc, grace_s=3.0)
+        self._procs.clear()
+
+    async def watch(self, pid: int, marker: str) -> asyncio.subprocess.Process:
+        """A watchdog that SIGKILLs ``pid`` (if its command line contains ``marker``) should this
+        process die without cleaning up (SIGKILL, a crash). ``disarm`` it before stopping ``pid``."""
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _WATCHDOG,
+            str(pid),
+            str(os.getpid()),
+            marker,
+            stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    @staticmethod
+    async def disarm(watchdog: asyncio.subprocess.Process) -> None:
+        if watchdog.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                watchdog.kill()
+        await watchdog.wait()
+
+    def kill_all_now(self) -> None:
+        """Synchronous last resort (e.g. from a ``finally`` after the loop is gone)."""
+        for proc in self._procs:
+            if proc.returncode is None:
+                with contextlib.suppress(OSError):
+                    os.kill(proc.pid, signal.SIGKILL)
+        self._procs.clear()
+
+
+def tail(path: Path, limit: int = 3000) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return "<no log>"
+    return data[-limit:].decode("utf-8", errors="replace")
+
+
+# --------------------------------------------------------------------------------------------
+# the bridge as a subprocess
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Health:
+    """What one HealthCheck says, as numbers."""
+
+    trio_tasks: int
+    asyncio_tasks: int
+    active_sessions: int
+    active_streams: int
+    packets_lost: int
+    queue_dropped_chunks: int
+    sessions_started: int
+    raw: dict[str, str]
+
+    @classmethod
+    def of(cls, response: HealthCheckResponse) -> Health:
+        meta = dict(response.metadata)
+
+        def number(key: str) -> int:
+            try:
+                return int(meta.get(key, "-1"))
+            except ValueError:
+                return -1
+
+        return cls(
+            trio_tasks=number("trio_tasks"),
+            asyncio_tasks=number("asyncio_tasks"),
+            active_sessions=response.active_sessions,
+            active_streams=response.active_streams,
+            packets_lost=number("packets_lost"),
+            queue_dropped_chunks=number("queue_dropped_chunks"),
+            sessions_started=number("sessions_started"),
+            raw=meta,
+        )
+
+    @property
+    def tasks(self) -> tuple[int, int]:
+        return self.trio_tasks, self.asyncio_tasks
+
+
+@dataclass(eq=False)
+class BridgeProcess:
+    proc: asyncio.subprocess.Process
+    port: int
+    channel: Channel
+    stub: LiveKitBridgeStub
+    log_path: Path
+    children: Children
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def health(self, timeout_s: float = 5.0) -> Health:
+        return Health.of(await self.stub.health_check(HealthCheckRequest(), timeout=timeout_s))
+
+    async def settled_health(self, timeout_s: float = 10.0) -> Health:
+        """HealthCheck until task counts stop changing (three equal readings 0.2 s apart)."""
+        deadline = time.monotonic() + timeout_s
+        previous = await self.health()
+        same = 0
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            current = await self.health()
+            same = same + 1 if current.tasks == previous.tasks else 0
+            previous = current
+            if same >= 2:
+                break
+        return previous
+
+    async def wait_tasks(self, expected: tuple[int, int], timeout_s: float) -> Health:
+        """Poll until the task counts equal ``expected`` (bounded); returns the last reading."""
+        deadline = time.monotonic() + timeout_s
+        current = await self.health()
+        while current.tasks != expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            current = await self.health()
+        return current
+
+    async def stop(self) -> int:
+        """SIGTERM (graceful shutdown), SIGKILL after 15 s. Returns the exit code."""
+        self.channel.close()
+        return await self.children.stop(self.proc, grace_s=15.0)
+
+
+async def start_bridge(
+    children: Children,
+    *,
+    livekit_url: str,
+    log_path: Path,
+    cores: set[int] | None = None,
+    settings: Mapping[str, str] | None = None,
+    ready_timeout_s: float = 30.0,
+) -> BridgeProcess:
+    """``python -m bridge`` on a free loopback port, pinned to ``cores``; returns once HealthCheck answers."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "BRIDGE_HOST": "127.0.0.1",
+        "LIVEKIT_URL": livekit_url,
+        "BRIDGE_LOG_LEVEL": "WARNING",
+        **(settings or {}),
+    }
+    env.pop("LIVEKIT_GRPC_SOCKET", None)
+    proc = await children.spawn([sys.executable, "-m", "bridge"], cores=cores, env=env, log_path=log_path)
+    channel = Channel("127.0.0.1", port)
+    bridge = BridgeProcess(proc, port, channel, LiveKitBridgeStub(channel), log_path, children)
+    deadline = time.monotonic() + ready_timeout_s
+    while True:
+        if proc.returncode is not None:
+            channel.close()
+            raise RuntimeError(f"the bridge exited with {proc.returncode}; log tail:\n{tail(log_path)}")
+        try:
+            await bridge.health(timeout_s=1.0)
+            return bridge
+        except (TimeoutError, OSError):
+            pass
+        except Exception as err:  # grpclib raises its own errors while the port is not up yet
+            if "Connection" not in type(err).__name__ and "StreamTerminated" not in type(err).__name__:
+                raise
+        if time.monotonic() > deadline:
+            await bridge.stop()
+            raise RuntimeError(
+                f"the bridge did not answer within {ready_timeout_s} s; log:\n{tail(log_path)}"
+            )
+        await asyncio.sleep(0.1)

@@ -1,0 +1,380 @@
+"""Worker processes of bench/load.py: the simulated phones, and the bare-SDK floor.
+
+    python bench/_load_workers.py phones     # N phones (real participants), started by load.py
+    python bench/_load_workers.py floor      # N plain rtc.Rooms with a timestamp-reading handler
+
+Both are plain asyncio and take JSON commands, one per line, on stdin; each command gets exactly one
+answer line on stdout, prefixed with ``@@ `` (anything else on stdout is ignored by load.py). load.py
+pins each worker to a core before it starts (see _benchlib.Children.spawn).
+
+Packets (what a phone sends every 100 ms, lossy): ``bytes([counter % 256]) + pcm``, where ``pcm`` is
+3200 bytes (100 ms of 16 kHz mono s16le) whose first 16 bytes are ``HEADER``: the send time
+(``time.time_ns()``, CLOCK_REALTIME, which every process on the machine shares), the phone's index
+and its packet counter. The bridge strips the sequence byte and forwards ``pcm`` unchanged, so the
+cloud reads the same header at offset 0; the floor's handler reads it at offset 1.
+
+Talkback: once a second a publisher (the cloud through the bridge, or the floor directly) sends a
+100 ms 1 kHz tone burst; in ``continuous`` mode the other nine 100 ms chunks of each second are
+silence, in ``bursts`` mode nothing is sent between bursts. A listening phone records the wall time
+of every quiet -> tone onset it hears, and load.py matches each burst's send time to the first onset
+after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import struct
+import sys
+import time
+import traceback
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from livekit import rtc
+
+HEADER = struct.Struct("<QII")
+"""send time (ns since the epoch), phone index, packet counter: the first bytes of every packet's PCM."""
+PCM_BYTES = 3200
+PERIOD_S = 0.1
+TONE_EVERY = 10
+"""One 100 ms tone burst every this many chunks (once a second)."""
+ONSET_THRESHOLD = 4000
+"""Peak (of int16 full scale) above which a received 10 ms frame counts as tone."""
+QUIET_FRAMES_TO_REARM = 20
+"""After a burst, this many quiet 10 ms frames before the next onset can be recorded."""
+CONNECT_PARALLELISM = 4
+
+Reply = dict[str, Any]
+
+
+def tone_chunk(rate: int, freq: float = 1000.0, amplitude: float = 0.5) -> bytes:
+    """100 ms of a sine burst at ``rate`` (int16 mono bytes)."""
+    t = np.arange(rate // 10, dtype=np.float64) / rate
+    return (amplitude * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16).tobytes()
+
+
+def silence_chunk(rate: int) -> bytes:
+    return bytes(2 * (rate // 10))
+
+
+def _reply(message: Reply) -> None:
+    sys.stdout.write("@@ " + json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+async def _serve_commands(handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Reply]]]) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        command = json.loads(line)
+        name = command.get("cmd", "")
+        try:
+            reply = await handlers[name](command)
+        except Exception as err:
+            traceback.print_exc()
+            reply = {"error": f"{name}: {type(err).__name__}: {err}"}
+        _reply(reply)
+        if name == "quit":
+            return
+
+
+async def _connect_all(
+    specs: list[dict[str, Any]], connect: Callable[[dict[str, Any]], Awaitable[None]]
+) -> None:
+    gate = asyncio.Semaphore(CONNECT_PARALLELISM)
+
+    async def one(spec: dict[str, Any]) -> None:
+        async with gate:
+            await connect(spec)
+
+    await asyncio.gather(*(one(spec) for spec in specs))
+
+
+def _live_asyncio_tasks() -> int:
+    return sum(1 for task in asyncio.all_tasks() if not task.done())
+
+
+# --------------------------------------------------------------------------------------------
+# phones
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Phone:
+    index: int
+    room_name: str
+    identity: str
+    token: str
+    listen: bool
+    room: rtc.Room | None = None
+    sent_ns: array[int] = field(default_factory=lambda: array("q"))
+    lag_ms: array[float] = field(default_factory=lambda: array("d"))
+    """How late each send was against its schedule (the generator keeping up, or not)."""
+    errors: int = 0
+    onsets: list[tuple[str, int]] = field(default_factory=list)
+    """(publisher identity, time_ns) of every tone onset heard."""
+    readers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+
+class Phones:
+    def __init__(self) -> None:
+        self.phones: list[Phone] = []
+        self.senders: list[asyncio.Task[None]] = []
+
+    async def connect(self, command: dict[str, Any]) -> Reply:
+        url = command["url"]
+        self.phones = [Phone(**spec) for spec in command["phones"]]
+        started = time.monotonic()
+
+        async def connect_one(spec: dict[str, Any]) -> None:
+            phone = self.phones[spec["index"]]
+            room = rtc.Room()
+            if phone.listen:
+                room.on(
+                    "track_subscribed",
+                    lambda track, pub, part, p=phone: self._subscribed(p, track, pub, part),
+                )
+                room.on("track_unsubscribed", lambda track, pub, part, p=phone: self._unsubscribed(p, pub))
+            # Only listening phones subscribe: decoding audio nobody measures would only load this core.
+            await room.connect(url, phone.token, rtc.RoomOptions(auto_subscribe=phone.listen))
+            phone.room = room
+
+        await _connect_all(command["phones"], connect_one)
+        loop = asyncio.get_running_loop()
+        base = loop.time() + 0.2
+        count = len(self.phones)
+        for phone in self.phones:
+            # Real phones are not synchronised: spread the sends over the 100 ms period.
+            phase = PERIOD_S * phone.index / max(1, count)
+            self.senders.append(loop.create_task(self._send(phone, base + phase)))
+        return {"connected": count, "connect_s": time.monotonic() - started}
+
+    async def _send(self, phone: Phone, start: float) -> None:
+        assert phone.room is not None
+        loop = asyncio.get_running_loop()
+        noise = np.random.default_rng(phone.index).integers(-3000, 3000, PCM_BYTES // 2, dtype=np.int16)
+        body = noise.tobytes()[HEADER.size :]
+        participant = phone.room.local_participant
+        counter = 0
+        while True:
+            target = start + counter * PERIOD_S
+            delay = target - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            lag = loop.time() - target
+            now = time.time_ns()
+            packet = bytes([counter & 0xFF]) + HEADER.pack(now, phone.index, counter) + body
+            try:
+                await participant.publish_data(packet, reliable=False)
+            except Exception:
+                phone.errors += 1
+            phone.sent_ns.append(now)
+            phone.lag_ms.append(lag * 1000)
+            counter += 1
+
+    def _subscribed(self, phone: Phone, track: rtc.Track, publication: Any, participant: Any) -> None:
+        if track.kind != rtc.TrackKind.KIND_AUDIO:
+            return
+        task = asyncio.get_running_loop().create_task(self._listen(phone, track, participant.identity))
+        old = phone.readers.pop(publication.sid, None)
+        if old is not None:
+            old.cancel()
+        phone.readers[publication.sid] = task
+
+    def _unsubscribed(self, phone: Phone, publication: Any) -> None:
+        task = phone.readers.pop(publication.sid, None)
+        if task is not None:
+            task.cancel()
+
+    async def _listen(self, phone: Phone, track: rtc.Track, identity: str) -> None:
+        stream = rtc.AudioStream(track, sample_rate=48000, num_channels=1, capacity=200)
+        loud, quiet = False, 0
+        try:
+            async for event in stream:
+                now = time.time_ns()
+                peak = int(np.abs(np.frombuffer(event.frame.data, dtype=np.int16)).max(initial=0))
+                if peak >= ONSET_THRESHOLD:
+                    if not loud:
+                        phone.onsets.append((identity, now))
+                        loud = True
+                    quiet = 0
+                else:
+                    quiet += 1
+                    if quiet >= QUIET_FRAMES_TO_REARM:
+                        loud = False
+        finally:
+            await stream.aclose()
+
+    async def report(self, command: dict[str, Any]) -> Reply:
+        t0, t1 = int(command["t0"]), int(command["t1"])
+        until = int(command.get("onsets_until", t1))
+        sent, errors, lags, onsets = {}, 0, [], []
+        for phone in self.phones:
+            first, last = bisect_left(phone.sent_ns, t0), bisect_right(phone.sent_ns, t1)
+            sent[phone.index] = last - first
+            lags.extend(phone.lag_ms[first:last])
+            errors += phone.errors
+            onsets.extend([phone.index, who, ns] for who, ns in phone.onsets if t0 <= ns <= until)
+        return {"sent": sent, "lag_ms": lags, "errors": errors, "onsets": onsets}
+
+    async def quit(self, _command: dict[str, Any]) -> Reply:
+        for task in self.senders:
+            task.cancel()
+        await asyncio.gather(*self.senders, return_exceptions=True)
+        for phone in self.phones:
+            for task in phone.readers.values():
+                task.cancel()
+            await asyncio.gather(*phone.readers.values(), return_exceptions=True)
+            if phone.room is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(phone.room.disconnect(), 5)
+        return {"ok": True}
+
+
+# --------------------------------------------------------------------------------------------
+# the floor: plain rtc.Rooms, a handler that only reads the timestamp
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class FloorRoom:
+    index: int
+    room_name: str
+    identity: str
+    token: str
+    talkback: bool
+    room: rtc.Room | None = None
+    records: list[tuple[int, int, int]] = field(default_factory=list)
+    """(send ns, handler ns, counter) of every packet."""
+    tone_ns: list[int] = field(default_factory=list)
+
+
+class Floor:
+    def __init__(self) -> None:
+        self.rooms: list[FloorRoom] = []
+        self.talkers: list[asyncio.Task[None]] = []
+        self.sources: list[rtc.AudioSource] = []
+
+    async def hello(self, _command: dict[str, Any]) -> Reply:
+        return {"asyncio_tasks": _live_asyncio_tasks()}
+
+    async def connect(self, command: dict[str, Any]) -> Reply:
+        url = command["url"]
+        self.rooms = [FloorRoom(**spec) for spec in command["rooms"]]
+        started = time.monotonic()
+
+        async def connect_one(spec: dict[str, Any]) -> None:
+            entry = self.rooms[spec["index"]]
+            records = entry.records
+            unpack = HEADER.unpack_from
+
+            def on_data(packet: rtc.DataPacket) -> None:
+                # The floor's whole per-packet work: read the send time (and keep it for the report).
+                now = time.time_ns()
+                sent_ns, _phone, counter = unpack(packet.data, 1)
+                records.append((sent_ns, now, counter))
+
+            room = rtc.Room()
+            room.on("data_received", on_data)
+            await room.connect(url, entry.token, rtc.RoomOptions(auto_subscribe=True))
+            entry.room = room
+
+        await _connect_all(command["rooms"], connect_one)
+        loop = asyncio.get_running_loop()
+        talkers = [entry for entry in self.rooms if entry.talkback]
+        base = loop.time() + 0.2
+        for position, entry in enumerate(talkers):
+            phase = PERIOD_S * position / max(1, len(talkers))
+            self.talkers.append(loop.create_task(self._talk(entry, base + phase, command["talkback_mode"])))
+        return {"connected": len(self.rooms), "connect_s": time.monotonic() - started}
+
+    async def _talk(self, entry: FloorRoom, start: float, mode: str) -> None:
+        """What the bridge does for a talkback session, done directly: 100 ms frames on one track."""
+        assert entry.room is not None
+        rate = 48000
+        source = rtc.AudioSource(rate, 1, queue_size_ms=200)  # the bridge's BRIDGE_PUBLISH_QUEUE_MS
+        self.sources.append(source)
+        track = rtc.LocalAudioTrack.create_audio_track("speaker", source)
+        await entry.room.local_participant.publish_track(
+            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        )
+        tone, silence = tone_chunk(rate), silence_chunk(rate)
+        loop = asyncio.get_running_loop()
+        start = max(start, loop.time())
+        counter = 0
+        while True:
+            target = start + counter * PERIOD_S
+            delay = target - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            is_tone = counter % TONE_EVERY == 0
+            counter += 1
+            if not is_tone and mode == "bursts":
+                continue  # nothing between bursts: the queue runs empty, as between utterances
+            if is_tone:
+                entry.tone_ns.append(time.time_ns())
+            data = tone if is_tone else silence
+            await source.capture_frame(rtc.AudioFrame(data, rate, 1, rate // 10))
+
+    async def report(self, command: dict[str, Any]) -> Reply:
+        t0, t1 = int(command["t0"]), int(command["t1"])
+        latencies: list[float] = []
+        received: dict[int, int] = {}
+        tones: list[list[int]] = []
+        for entry in self.rooms:
+            counters = set()
+            for sent_ns, at_ns, counter in entry.records:
+                if t0 <= sent_ns <= t1:
+                    latencies.append((at_ns - sent_ns) / 1e6)
+                    counters.add(counter)
+            received[entry.index] = len(counters)
+            tones.extend([entry.index, ns] for ns in entry.tone_ns if t0 <= ns <= t1)
+        return {
+            "latency_ms": latencies,
+            "received": received,
+            "tones": tones,
+            "asyncio_tasks": _live_asyncio_tasks(),
+        }
+
+    async def quit(self, _command: dict[str, Any]) -> Reply:
+        for task in self.talkers:
+            task.cancel()
+        await asyncio.gather(*self.talkers, return_exceptions=True)
+        for source in self.sources:
+            with contextlib.suppress(Exception):
+                await source.aclose()
+        for entry in self.rooms:
+            if entry.room is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(entry.room.disconnect(), 5)
+        return {"ok": True}
+
+
+async def _main(role: str) -> None:
+    if role == "phones":
+        phones = Phones()
+        handlers = {"connect": phones.connect, "report": phones.report, "quit": phones.quit}
+    elif role == "floor":
+        floor = Floor()
+        handlers = {
+            "hello": floor.hello,
+            "connect": floor.connect,
+            "report": floor.report,
+            "quit": floor.quit,
+        }
+    else:
+        raise SystemExit(f"unknown role {role!r} (phones or floor)")
+    await _serve_commands(handlers)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    asyncio.run(_main(sys.argv[1]))
