@@ -117,25 +117,24 @@ class SessionRegistry:
                 if old is not None:
                     await old.aclose(CloseReason.REPLACED, "replaced by a new JoinRoom")
                     replaced = True
-                session = BridgeSession(request, self._config, on_closed=self._forget)
+                session = BridgeSession(
+                    request, self._config, on_closed=self._forget, background=self._nursery
+                )
                 try:
                     await self._nursery.start(session.run)
                 except (RoomConnectError, trio.TooSlowError) as err:
-                    self.sessions_failed_to_join += 1
-                    self.metrics.joins.labels("failed").inc()
-                    message = (
-                        str(err)
-                        if isinstance(err, RoomConnectError)
-                        else (
-                            f"could not connect to LiveKit at {request.url}: "
-                            f"timed out after {self._config.join_timeout_s:g} s"
-                        )
+                    timed_out = (
+                        f"could not connect to LiveKit at {request.url}: "
+                        f"timed out after {self._config.join_timeout_s:g} s"
                     )
-                    log.warning("join failed: %s", message, extra={"user_id": user_id})
-                    return JoinOutcome(None, error=message, replaced=replaced)
+                    message = str(err) if isinstance(err, RoomConnectError) else timed_out
+                    return self._join_failed(user_id, message, replaced)
                 except RuntimeError:
                     # The session was closed while connecting (shutdown): it never started.
                     raise ShuttingDownError("bridge shutting down") from None
+                except Exception as err:  # a bug, or the SDK failing in a way we did not foresee
+                    log.exception("join failed unexpectedly", extra={"user_id": user_id})
+                    return self._join_failed(user_id, f"could not join: {type(err).__name__}", replaced)
                 self._sessions[user_id] = session
                 self.sessions_started += 1
                 self.metrics.joins.labels("replaced" if replaced else "ok").inc()
@@ -144,6 +143,12 @@ class SessionRegistry:
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self._locks.pop(user_id, None)
+
+    def _join_failed(self, user_id: str, message: str, replaced: bool) -> JoinOutcome:
+        self.sessions_failed_to_join += 1
+        self.metrics.joins.labels("failed").inc()
+        log.warning("join failed: %s", message, extra={"user_id": user_id})
+        return JoinOutcome(None, error=message, replaced=replaced)
 
     async def leave(self, user_id: str, reason: str = "") -> None:
         session = self.get(user_id)

@@ -138,11 +138,14 @@ class BridgeSession:
         request: JoinRequest,
         config: BridgeConfig,
         on_closed: Callable[[BridgeSession], None] = lambda _: None,
+        background: trio.Nursery | None = None,
     ) -> None:
         self.request = request
         self.user_id = request.user_id
         self._config = config
         self._on_closed = on_closed
+        self._background = background
+        """Where an abandoned connect is finished (the app's sessions nursery)."""
         self._scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._events_send, self._events_receive = open_event_channel()
@@ -208,6 +211,11 @@ class BridgeSession:
         # Order matters: stop producers (callbacks off, queue closed) before the room goes away.
         self.cloud_queue.close()
         self._events_send.close()
+        if self.room.connect_pending and self._background is not None:
+            # Joined no further than a connect that may still complete natively: let a task of the
+            # app wait for it and disconnect, so JoinRoom answers now and no ghost stays behind.
+            self._background.start_soon(aio_as_trio(self.room.finish_abandoned_connect))
+            return
         await aio_as_trio(self.room.aclose)()
 
     def close(self, reason: CloseReason, detail: str = "") -> None:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import trio
 from grpclib.const import Status
 from trio_asyncio import aio_as_trio
 
-from bridge._gen.mentra.livekit.bridge import AudioChunk, BridgeStatusRequest, LeaveRoomRequest
+from bridge._gen.mentra.livekit.bridge import (
+    AudioChunk,
+    BridgeStatusRequest,
+    JoinRoomRequest,
+    LeaveRoomRequest,
+)
 from bridge.session import CloseReason
 from conftest import running_bridge
 from support import participants
@@ -278,3 +285,43 @@ async def test_a_join_cancelled_mid_connect_leaves_no_participant_behind(bridge)
             await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=session.user_id))
         await assert_back_to(baseline)
         await aio_as_trio(participants.disconnect)(witness)
+
+
+async def test_a_livekit_url_that_never_answers_fails_the_join_within_its_timeout(  # type: ignore[no-untyped-def]
+    aio_loop, livekit_server
+) -> None:
+    """A server that accepts the connection and then says nothing: JoinRoom answers success=false
+    after about BRIDGE_JOIN_TIMEOUT_S (plus the wait for the native connect to end), leaves no task."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    held: list[trio.SocketStream] = []
+
+    async def hold(stream: trio.SocketStream) -> None:
+        held.append(stream)
+        with contextlib.suppress(trio.BrokenResourceError):
+            while await stream.receive_some():  # say nothing, until the client hangs up
+                pass
+
+    with trio.fail_after(30):
+        async with (
+            running_bridge(livekit_server, join_timeout_s=1.0) as bridge,
+            trio.open_nursery() as nursery,
+        ):
+            await nursery.start(trio.serve_listeners, hold, listeners)
+            baseline = await bridge.census()
+            started = trio.current_time()
+            request = JoinRoomRequest(
+                user_id="silent",
+                room_name="r",
+                token=bridge.token("bridge-silent", "r"),
+                livekit_url=f"ws://127.0.0.1:{port}",
+            )
+            reply = await aio_as_trio(bridge.stub.join_room)(request)
+            elapsed = trio.current_time() - started
+            print(f"join against a silent server answered after {elapsed:.2f} s: {reply.error}")
+            assert not reply.success and "could not connect" in reply.error
+            assert held, "the bridge never connected to the silent server"
+            assert 0.9 <= elapsed <= 2.5
+            # The abandoned connect is finished by a task of the app, bounded by 2 x timeout + 2 s.
+            await assert_back_to(baseline, timeout_s=10)
+            nursery.cancel_scope.cancel()

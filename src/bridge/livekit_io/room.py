@@ -11,7 +11,6 @@ listening is ignored and counted, never raised into the SDK.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -28,6 +27,9 @@ from .ffi_filter import narrow_to_own_events
 __all__ = ["RoomEvent", "RoomLink", "open_event_channel"]
 
 log = logging.getLogger(__name__)
+
+_SDK_CONNECT_ATTEMPTS = 3  # livekit 1.2.1's native connect logs "retrying... (1/3)"
+_SDK_RETRY_SLACK_S = 2.0  # room for its back-off between attempts
 
 DataHandler = Callable[[bytes, str], None]
 """Called with (payload, sender identity) for every data packet from a remote participant."""
@@ -66,6 +68,8 @@ class RoomLink:
         self._on_data = on_data
         self._events = events
         self._room: rtc.Room | None = None
+        self._connecting: asyncio.Future[None] | None = None
+        self._connect_timeout_s = 0.0
         self._handlers: dict[str, Callable[..., None]] = {
             "data_received": self._handle_data,
             "track_subscribed": self._handle_track_subscribed,
@@ -124,26 +128,46 @@ class RoomLink:
         for event, handler in self._handlers.items():
             room.on(event, handler)  # type: ignore[arg-type]
         self._room = room
-        options = rtc.RoomOptions(auto_subscribe=True, connect_timeout=timeout_s)
+        # The SDK makes up to _SDK_CONNECT_ATTEMPTS attempts, each bounded by connect_timeout:
+        # split our budget between them so its own connect ends near ``timeout_s`` too.
+        options = rtc.RoomOptions(auto_subscribe=True, connect_timeout=timeout_s / _SDK_CONNECT_ATTEMPTS)
         connecting = asyncio.ensure_future(room.connect(url, token, options))
+        self._connecting, self._connect_timeout_s = connecting, timeout_s
         try:
-            try:
-                await asyncio.shield(connecting)
-            except asyncio.CancelledError:
-                # Cancelled mid-connect (a join timeout, a cancelled JoinRoom, shutdown): the native
-                # side would finish connecting anyway and keep a room nobody listens to. Let the
-                # connect end (the SDK bounds it by connect_timeout), then disconnect below.
-                with contextlib.suppress(Exception):
-                    await connecting
-                raise
+            # Shielded: if we are cancelled (a join timeout, a cancelled JoinRoom, shutdown), the
+            # native side would finish connecting anyway and keep a participant nobody listens to.
+            # The connect keeps running; the session hands it to finish_abandoned_connect.
+            await asyncio.shield(connecting)
         except rtc.ConnectError as err:
             await self.aclose()
             # The server may quote a rejected token in its error: never pass it on.
             raise RoomConnectError(redact(f"could not connect to LiveKit at {url}: {err}", token)) from None
+        except asyncio.CancelledError:
+            raise
         except BaseException:
             await self.aclose()
             raise
+        self._connecting = None
         self.events_filtered = narrow_to_own_events(room)
+
+    @property
+    def connect_pending(self) -> bool:
+        """A connect was cancelled on our side but may still complete natively."""
+        return self._connecting is not None and not self._connecting.done()
+
+    async def finish_abandoned_connect(self) -> None:
+        """Wait (bounded) for a cancelled connect to end, then disconnect: no ghost participant."""
+        connecting = self._connecting
+        grace_s = 2 * self._connect_timeout_s + _SDK_RETRY_SLACK_S
+        if connecting is not None:
+            done, _ = await asyncio.wait({connecting}, timeout=grace_s)
+            if not done:
+                connecting.cancel()
+                log.warning("a cancelled room connect did not end within %g s; abandoned it", grace_s)
+            elif not connecting.cancelled():
+                connecting.exception()  # retrieved: a failed connect needs no cleanup
+            self._connecting = None
+        await self.aclose()
 
     async def aclose(self) -> None:
         """Unregister every handler, then disconnect. Safe to call more than once."""
