@@ -231,10 +231,7 @@ class LocalLiveKitServer:
         _check_credentials(api_key, api_secret)
         self._chosen_ports = (port, tcp_port, udp_port)
         self._started_once = False
-        tcp_free, udp_free = _free_ports(tcp=2, udp=1)
-        self._port = port if port is not None else tcp_free[0]
-        self._tcp_port = tcp_port if tcp_port is not None else tcp_free[1]
-        self._udp_port = udp_port if udp_port is not None else udp_free[0]
+        self._pick_ports()
         self._api_key = api_key
         self._api_secret = api_secret
         # Private folder (0700) for the rendered config, which contains the secret.
@@ -312,12 +309,16 @@ class LocalLiveKitServer:
                     raise
                 self._repick_ports()
 
-    def _repick_ports(self) -> None:
+    def _pick_ports(self) -> None:
+        """Fill in the ports the caller did not choose with free ones."""
         port, tcp_port, udp_port = self._chosen_ports
         tcp_free, udp_free = _free_ports(tcp=2, udp=1)
         self._port = port if port is not None else tcp_free[0]
         self._tcp_port = tcp_port if tcp_port is not None else tcp_free[1]
         self._udp_port = udp_port if udp_port is not None else udp_free[0]
+
+    def _repick_ports(self) -> None:
+        self._pick_ports()
         self._log_path = self._log_path.with_name(f"livekit-server-{self._port}.log")
 
     def _start_once(self, timeout: float) -> None:
