@@ -7,7 +7,7 @@ Task tree (all inside the session's one cancel scope; see docs/design/architectu
         ├── _follow_room_events       connectivity, track (un)subscriptions, kicks
         ├── _close_when_idle          reaps the session when no stream and no call for the TTL
         ├── _read_track (per remote audio track)        -> cloud queue
-        ├── _run_publisher (per track_id)                owns one published track's AudioSource
+        ├── TrackPublisher.run (per track_id)            owns one published track's AudioSource
         ├── _run_playback (per PlayAudio)                fetch -> decode -> track, in real time
         └── _run_stream (while a StreamAudio call is attached)
             ├── send_loop      cloud queue -> grpc stream
