@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 
+from bridge.audio.analysis import dominant_frequency
 from bridge.devserver import LocalLiveKitServer, ensure_server_binary
 
 COMMAND_TIMEOUT_S = 60.0
@@ -52,22 +53,6 @@ def payload(n: int, size: int) -> bytes:
     """Packet ``n``'s PCM: distinct for each n (mod 256), reproduced by the TS test (room-driver.ts)."""
     k = np.arange(size, dtype=np.int64)
     return ((n * 31 + k * 7) & 0xFF).astype(np.uint8).tobytes()
-
-
-def dominant_frequency(samples: np.ndarray, rate: int) -> float:
-    """Strongest spectral peak in Hz (Hann window, parabolic interpolation between bins)."""
-    x = samples.astype(np.float64)
-    x = x - x.mean()
-    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
-    spectrum[0] = 0.0
-    peak = int(np.argmax(spectrum))
-    offset = 0.0
-    if 0 < peak < len(spectrum) - 1:
-        left, centre, right = np.log(spectrum[peak - 1 : peak + 2] + 1e-12)
-        curvature = left - 2 * centre + right
-        if curvature < 0:
-            offset = 0.5 * (left - right) / curvature
-    return float((peak + offset) * rate / len(x))
 
 
 @dataclass(eq=False)
