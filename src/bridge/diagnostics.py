@@ -6,19 +6,22 @@ import asyncio
 
 import trio
 
-__all__ = ["asyncio_task_count", "trio_task_count"]
+__all__ = ["asyncio_task_count", "tasks_under", "trio_task_count"]
 
 
 def trio_task_count() -> int:
     """Every Trio task in this run (walks the task tree from the root)."""
     root = trio.lowlevel.current_root_task()
-    if root is None:
-        return 0
-    count, pending = 0, [root]
+    return 0 if root is None else tasks_under(root)
+
+
+def tasks_under(task: trio.lowlevel.Task) -> int:
+    """``task`` and every task in the nurseries below it."""
+    count, pending = 0, [task]
     while pending:
-        task = pending.pop()
+        current = pending.pop()
         count += 1
-        for nursery in task.child_nurseries:
+        for nursery in current.child_nurseries:
             pending.extend(nursery.child_tasks)
     return count
 

@@ -40,6 +40,7 @@ from .audio import SequenceTracker, split_sequence_byte
 from .cloud_link import CloudPcmConverter, StreamCounters, now_ms, receive_loop, send_loop
 from .cloud_queue import CloudAudioQueue
 from .config import BridgeConfig
+from .diagnostics import tasks_under
 from .errors import AudioFormatError, InvalidRequestError, SessionNotFoundError
 from .livekit_io.inbound import CLOUD_SAMPLE_RATE, forward_audio_track
 from .livekit_io.outbound import TrackPublisher
@@ -523,13 +524,7 @@ class BridgeSession:
         """Trio tasks this session runs (its own included): what a session costs, and what must end."""
         if self._task is None or self.closed.is_set():
             return 0
-        count, pending = 0, [self._task]
-        while pending:
-            task = pending.pop()
-            count += 1
-            for nursery in task.child_nurseries:
-                pending.extend(nursery.child_tasks)
-        return count
+        return tasks_under(self._task)
 
     def sequence_totals(self) -> dict[str, int]:
         totals = {"received": 0, "lost": 0, "reordered": 0, "duplicates": 0}
