@@ -31,7 +31,7 @@ import time
 import traceback
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,25 @@ def tone_chunk(rate: int, freq: float = 1000.0, amplitude: float = 0.5) -> bytes
 
 def silence_chunk(rate: int) -> bytes:
     return bytes(2 * (rate // 10))
+
+
+async def talkback_slots(start: float, mode: str, tone_ns: list[int]) -> AsyncIterator[bool]:
+    """The talkback schedule both sides follow (bridge via the cloud client, floor directly): every
+    100 ms from ``start`` (loop time) it yields whether to send the tone burst (once a second) or
+    silence; in ``bursts`` mode it skips the silent slots. Burst send times go into ``tone_ns``."""
+    loop = asyncio.get_running_loop()
+    counter = 0
+    while True:
+        delay = start + counter * PERIOD_S - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        is_tone = counter % TONE_EVERY == 0
+        counter += 1
+        if not is_tone and mode == "bursts":
+            continue  # nothing between bursts: the queue runs empty, as between utterances
+        if is_tone:
+            tone_ns.append(time.time_ns())
+        yield is_tone
 
 
 def _reply(message: Reply) -> None:
@@ -306,20 +325,9 @@ class Floor:
             track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         )
         tone, silence = tone_chunk(rate), silence_chunk(rate)
-        loop = asyncio.get_running_loop()
-        start = max(start, loop.time())
-        counter = 0
-        while True:
-            target = start + counter * PERIOD_S
-            delay = target - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            is_tone = counter % TONE_EVERY == 0
-            counter += 1
-            if not is_tone and mode == "bursts":
-                continue  # nothing between bursts: the queue runs empty, as between utterances
-            if is_tone:
-                entry.tone_ns.append(time.time_ns())
+        async for is_tone in talkback_slots(
+            max(start, asyncio.get_running_loop().time()), mode, entry.tone_ns
+        ):
             data = tone if is_tone else silence
             await source.capture_frame(rtc.AudioFrame(data, rate, 1, rate // 10))
 

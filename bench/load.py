@@ -54,7 +54,7 @@ from _benchlib import (
     tail,
     thread_count,
 )
-from _load_workers import HEADER, PERIOD_S, TONE_EVERY, silence_chunk, tone_chunk
+from _load_workers import HEADER, PERIOD_S, silence_chunk, talkback_slots, tone_chunk
 
 from bridge._gen.mentra.livekit.bridge import AudioChunk, JoinRoomRequest, LeaveRoomRequest
 from bridge.devserver import LocalLiveKitServer, ensure_server_binary
@@ -152,20 +152,8 @@ class CloudSession:
     async def talk(self, start: float, mode: str) -> None:
         """Stream on track 0 in real time: a 100 ms 1 kHz burst once a second; in between 100 ms
         chunks of silence (``continuous``) or nothing (``bursts``)."""
-        loop = asyncio.get_running_loop()
         tone, silence = tone_chunk(16000), silence_chunk(16000)
-        counter = 0
-        while True:
-            target = start + counter * PERIOD_S
-            delay = target - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            is_tone = counter % TONE_EVERY == 0
-            counter += 1
-            if not is_tone and mode == "bursts":
-                continue
-            if is_tone:
-                self.tone_ns.append(time.time_ns())
+        async for is_tone in talkback_slots(start, mode, self.tone_ns):
             await self.stream.send_message(
                 AudioChunk(pcm_data=tone if is_tone else silence, sample_rate=16000, channels=1, track_id=0)
             )
