@@ -133,9 +133,10 @@ async def test_an_mp3_starts_playing_before_its_download_has_finished(stage: Sta
         assert resource.sent_all_at is not None and first_frame < resource.sent_all_at - 0.5
         heard = loud_segment(stage.listener.samples("speaker"))
         assert abs(dominant_frequency(heard, RATE) - 880) < 3
-        assert 2900 <= call.terminal.duration_ms <= 3150  # MP3 adds encoder delay and padding
-        # An MP3 states no length: 0 (unknown) until COMPLETED gives the real one.
-        assert {e.duration_ms for _, e in call.events[:-1]} == {0}
+        # Gapless: the LAME tag's encoder delay and padding are trimmed, and its Info header states
+        # the length, so every event from STARTED on carries it.
+        assert abs(call.terminal.duration_ms - 3000) <= 1
+        assert {e.duration_ms for _, e in call.events} == {3000}
 
 
 async def test_volume_half_halves_the_level_and_explicit_zero_is_silent(stage: Stage) -> None:

@@ -23,10 +23,12 @@ __all__ = [
     "DecodeError",
     "DecodedAudio",
     "Mp3Decoder",
+    "Mp3InfoHeader",
     "StreamDecoder",
     "UnsupportedFormatError",
     "WavDecoder",
     "open_decoder",
+    "read_mp3_info_header",
     "sniff_format",
 ]
 
@@ -38,6 +40,15 @@ _WAVE_FORMAT_FLOAT = 3
 _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 _UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # streaming WAV writers put these in size fields they cannot know
 _MAX_CHANNELS = 8
+
+_MP3_DECODER_DELAY = 528 + 1  # samples FFmpeg's mp3 decoder lags its input by (libavformat/mp3dec.c)
+_MP3_INFO_BYTES = 4 + 32 + 144  # enough of the first frame for every header field we read
+_MP3_SYNC_SEARCH_BYTES = 4096  # junk before the first frame beyond this: give up on the header
+_MP3_MAX_PAD_FRAMES = 3  # LAME delay/padding are under 2 frames; more is corruption, not padding
+_MPEG1_RATES = (44100, 48000, 32000)
+_MPEG_RATE_SHIFT = {0b11: 0, 0b10: 1, 0b00: 2}  # MPEG-1, MPEG-2 (half rates), MPEG-2.5 (quarter)
+_XING_FRAMES, _XING_BYTES, _XING_TOC, _XING_QUALITY = 1, 2, 4, 8
+_LAME_ENCODERS = (b"LAME", b"Lavf", b"Lavc")  # FFmpeg trusts delay/padding only from these
 
 
 class DecodeError(ValueError):
@@ -73,6 +84,80 @@ def _is_mpeg_frame_sync(head: bytes) -> bool:
         and head[1] & 0x18 != 0x08
         and head[1] & 0x06 != 0
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Mp3InfoHeader:
+    """What a Xing/Info (with LAME tag) or VBRI header in the first MPEG frame says about the stream.
+
+    The frame holding it carries no audio (it decodes as one frame of silence).
+    """
+
+    rate: int
+    samples_per_frame: int
+    frames: int | None
+    """Audio frames in the stream, the header frame itself not counted."""
+    delay: int | None = None
+    """Encoder delay in samples (LAME tag); None when not stated or implausible."""
+    padding: int | None = None
+    """Samples the encoder appended at the end (LAME tag); None like ``delay``."""
+
+    @property
+    def duration_ms(self) -> int | None:
+        if not self.frames:
+            return None
+        samples = self.frames * self.samples_per_frame - (self.delay or 0) - (self.padding or 0)
+        return samples * 1000 // self.rate
+
+
+def read_mp3_info_header(frame: bytes) -> Mp3InfoHeader | None:
+    """The info header of ``frame`` (bytes from a layer III frame sync on), or None if it has none."""
+    if len(frame) < 4 or not _is_mpeg_frame_sync(frame):
+        return None
+    version, layer, rate_index = frame[1] >> 3 & 3, frame[1] >> 1 & 3, frame[2] >> 2 & 3
+    if layer != 0b01 or rate_index == 3:  # layer III only; rate index 3 is reserved
+        return None
+    rate = _MPEG1_RATES[rate_index] >> _MPEG_RATE_SHIFT[version]
+    mpeg1, mono = version == 0b11, frame[3] >> 6 == 0b11
+    side_info = (17 if mono else 32) if mpeg1 else (9 if mono else 17)
+    spf = 1152 if mpeg1 else 576
+    xing_at = 4 + side_info
+    if frame[xing_at : xing_at + 4] in (b"Xing", b"Info"):
+        return _read_xing(frame, xing_at, rate, spf)
+    if frame[36:40] == b"VBRI" and _read_be(frame, 40, 2) == 1:  # always 32 bytes after the header
+        return Mp3InfoHeader(rate, spf, _read_be(frame, 36 + 14, 4) or None)
+    return None
+
+
+def _read_xing(frame: bytes, at: int, rate: int, spf: int) -> Mp3InfoHeader:
+    flags = _read_be(frame, at + 4, 4) or 0
+    pos, frames = at + 8, None
+    if flags & _XING_FRAMES:
+        frames, pos = _read_be(frame, pos, 4) or None, pos + 4
+    # The LAME tag follows the optional fields, as FFmpeg reads it: Xing + 120 when all are present.
+    pos += 4 * bool(flags & _XING_BYTES) + 100 * bool(flags & _XING_TOC) + 4 * bool(flags & _XING_QUALITY)
+    delays = _read_be(frame, pos + 21, 3) if frame[pos : pos + 4] in _LAME_ENCODERS else None
+    if delays is None:
+        return Mp3InfoHeader(rate, spf, frames)
+    delay, padding = delays >> 12, delays & 0xFFF
+    limit = _MP3_MAX_PAD_FRAMES * spf
+    if delay > limit or padding > limit or (frames and delay + padding > frames * spf):
+        return Mp3InfoHeader(rate, spf, frames)  # corrupt: trimming by it could swallow the audio
+    return Mp3InfoHeader(rate, spf, frames, delay, padding)
+
+
+def _read_be(data: bytes, at: int, size: int) -> int | None:
+    """The big-endian integer at ``at``, or None if ``data`` ends first."""
+    return int.from_bytes(data[at : at + size], "big") if len(data) >= at + size else None
+
+
+def _first_frame_sync(data: bytes) -> int | None:
+    at = data.find(b"\xff")
+    while 0 <= at < len(data) - 1:
+        if _is_mpeg_frame_sync(data[at : at + 2]):
+            return at
+        at = data.find(b"\xff", at + 1)
+    return None
 
 
 def sniff_format(head: bytes) -> Literal["wav", "mp3"] | None:
@@ -217,7 +302,12 @@ class WavDecoder:
 
 
 class Mp3Decoder:
-    """MPEG audio through PyAV's push parser; an ID3v2 tag in front is skipped (the decoder rejects it)."""
+    """MPEG audio through PyAV's push parser; an ID3v2 tag in front is skipped (the decoder rejects it).
+
+    Gapless as FFmpeg's mp3 demuxer makes it: a Xing/Info or VBRI header frame is not output, and a LAME
+    tag's encoder delay (plus the decoder's own) and end padding are trimmed. Working at codec level we
+    see that header only as bytes, so ``read_mp3_info_header`` reads it from the first frame.
+    """
 
     def __init__(self) -> None:
         import av  # imported here: WAV-only users and the pure-audio tests do not need FFmpeg
@@ -227,23 +317,56 @@ class Mp3Decoder:
         self._pending = bytearray()
         self._tag_left: int | None = None  # None until we know whether an ID3 tag comes first
         self._frames = 0
+        self._head = bytearray()  # the first bytes after the tag, until the info header is read
+        self._header_read = False
+        self._info: Mp3InfoHeader | None = None
+        self._unsorted: list[DecodedAudio] = []  # decoded before the header said what to trim
+        self._skip_left = 0  # samples still to drop at the start
+        self._tail_hold = 0  # samples kept back until finish(), which drops them as end padding
+        self._tail: list[DecodedAudio] = []
 
     @property
     def declared_duration_ms(self) -> int | None:
-        return None  # MPEG streams state no length (a Xing/LAME header may; not read yet)
+        return self._info.duration_ms if self._info is not None else None
 
     def push(self, data: bytes) -> list[DecodedAudio]:
         if self._tag_left is None or self._tag_left:
             data = self._skip_id3(data)
             if not data:
                 return []
-        return self._decode(data)
+        if not self._header_read:
+            self._read_header(data, final=False)
+        return self._trim(self._decode(data))
 
     def finish(self) -> list[DecodedAudio]:
-        blocks = self._decode(None)
+        if not self._header_read:
+            self._read_header(b"", final=True)
+        blocks = self._trim(self._decode(None))
         if self._frames == 0:
             raise DecodeError("no MP3 audio frames found")
+        self._tail.clear()  # the encoder's padding
         return blocks
+
+    def _read_header(self, data: bytes, *, final: bool) -> None:
+        self._head += data
+        sync = _first_frame_sync(bytes(self._head[:_MP3_SYNC_SEARCH_BYTES]))
+        if not final:
+            if sync is None and len(self._head) < _MP3_SYNC_SEARCH_BYTES:
+                return
+            if sync is not None and len(self._head) < sync + _MP3_INFO_BYTES:
+                return
+        if sync is not None:
+            self._info = read_mp3_info_header(bytes(self._head[sync : sync + _MP3_INFO_BYTES]))
+        self._head = bytearray()
+        self._header_read = True
+        info = self._info
+        if info is None:
+            return
+        self._skip_left = info.samples_per_frame  # the header frame decodes as one frame of silence
+        if info.delay is not None:
+            self._skip_left += info.delay + _MP3_DECODER_DELAY
+        if info.padding is not None:
+            self._tail_hold = max(info.padding - _MP3_DECODER_DELAY, 0)
 
     def _skip_id3(self, data: bytes) -> bytes:
         if self._tag_left is None:
@@ -278,6 +401,40 @@ class Mp3Decoder:
             raise DecodeError(f"MP3 decoding failed: {err}") from None
         self._frames += len(blocks)
         return blocks
+
+    def _trim(self, blocks: list[DecodedAudio]) -> list[DecodedAudio]:
+        if not self._header_read:
+            self._unsorted += blocks
+            return []
+        blocks, self._unsorted = self._unsorted + blocks, []
+        return self._hold_tail(self._skip_start(blocks))
+
+    def _skip_start(self, blocks: list[DecodedAudio]) -> list[DecodedAudio]:
+        kept = []
+        for block in blocks:
+            cut = min(self._skip_left, len(block.samples))
+            self._skip_left -= cut
+            if cut < len(block.samples):
+                kept.append(DecodedAudio(block.samples[cut:], block.rate) if cut else block)
+        return kept
+
+    def _hold_tail(self, blocks: list[DecodedAudio]) -> list[DecodedAudio]:
+        """Release all but the last ``_tail_hold`` samples: only finish() knows which ones are last."""
+        if not self._tail_hold:
+            return blocks
+        self._tail += blocks
+        excess = sum(len(block.samples) for block in self._tail) - self._tail_hold
+        ready = []
+        while excess > 0:
+            front = self._tail[0]
+            if len(front.samples) <= excess:
+                ready.append(self._tail.pop(0))
+                excess -= len(front.samples)
+            else:
+                ready.append(DecodedAudio(front.samples[:excess], front.rate))
+                self._tail[0] = DecodedAudio(front.samples[excess:], front.rate)
+                excess = 0
+        return ready
 
     def _to_block(self, frame: object) -> DecodedAudio:
         array = frame.to_ndarray()  # type: ignore[attr-defined]
