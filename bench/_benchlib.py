@@ -19,12 +19,14 @@ import signal
 import socket
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from grpclib.client import Channel
+from prometheus_client.parser import text_string_to_metric_families
 
 from bridge._gen.mentra.livekit.bridge import HealthCheckRequest, HealthCheckResponse, LiveKitBridgeStub
 
@@ -107,6 +109,28 @@ def rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+HEAP_KINDS = ("python_blocks", "in_use", "free", "mmap")
+
+
+def scrape_memory_and_backlog(metrics_port: int, timeout_s: float = 5.0) -> tuple[dict[str, float], int]:
+    """From the bridge's /metrics: its heap split (bridge.memory; Python blocks as a count, C heap in
+    MiB) and its callback backlog (every queue summed: work waiting to run)."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        text = response.read().decode()
+    heap: dict[str, float] = {}
+    backlog = 0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "livekit_bridge_python_allocated_blocks":
+                heap["python_blocks"] = sample.value
+            elif sample.name == "livekit_bridge_c_heap_bytes":
+                heap[sample.labels["kind"]] = sample.value / 2**20
+            elif sample.name == "livekit_bridge_callback_backlog":
+                backlog += int(sample.value)
+    return heap, backlog
 
 
 def pick_cores() -> tuple[set[int], set[int]] | None:

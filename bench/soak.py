@@ -49,7 +49,18 @@ from grpclib.client import Channel
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from _benchlib import BridgeProcess, Children, Health, least_squares_slope, rss_mib, start_bridge
+from _benchlib import (
+    HEAP_KINDS,
+    BridgeProcess,
+    Children,
+    Health,
+    cpu_seconds,
+    free_port,
+    least_squares_slope,
+    rss_mib,
+    scrape_memory_and_backlog,
+    start_bridge,
+)
 from livekit import rtc
 
 from bridge._gen.mentra.livekit.bridge import (
@@ -72,6 +83,7 @@ KINDS = ("leave", "drop_stream", "replace", "play_complete", "play_stop", "play_
 EventType = PlayAudioEventEventType
 _RPC_TIMEOUT_S = 20.0
 _CYCLE_TIMEOUT_S = 60.0
+_FLOOR_SCRIPT = Path(__file__).resolve().parent / "_soak_floor.py"
 
 
 @dataclass
@@ -90,6 +102,8 @@ class SoakSettings:
     seed: int = 1
     log_dir: Path | None = None
     bridge_cores: set[int] | None = None
+    floor: bool = False
+    """After the bridge's run, the same churn on bare ``rtc.Room``s for as long (_soak_floor.py)."""
     progress: Callable[[str], None] | None = None
 
     @property
@@ -107,6 +121,38 @@ class Sample:
     streams: int
     phase: str
     """``churn`` while sessions come and go, ``drain`` after the deadline."""
+    heap: dict[str, float] = field(default_factory=dict)
+    """The bridge's heap split (bridge.memory via /metrics): ``python_blocks`` and C heap MiB."""
+    cpu_pct: float = 0.0
+    """The bridge's CPU since the previous sample, in % of one core."""
+    backlog: int = 0
+    """Callbacks, asyncio handles and room events queued in the bridge and not yet run."""
+
+
+@dataclass
+class FloorResult:
+    """The bare-SDK churn's samples (dicts as _soak_floor.py prints them) and its last line."""
+
+    samples: list[dict[str, Any]]
+    final: dict[str, Any]
+    warmup_s: float
+
+    def fit(self, value: Callable[[dict[str, Any]], float]) -> float | None:
+        chosen = [s for s in self.samples if s["phase"] == "churn" and s["t_s"] >= self.warmup_s]
+        slope = least_squares_slope([s["t_s"] for s in chosen], [value(s) for s in chosen])
+        return None if slope is None else slope * 3600
+
+    @property
+    def idle_rss_mib(self) -> float:
+        return float(self.samples[0]["rss_mib"])
+
+    @property
+    def final_rss_mib(self) -> float:
+        return float(self.final["rss_mib"])
+
+    @property
+    def sessions_started(self) -> int:
+        return int(self.final.get("sessions_started", 0))
 
 
 @dataclass
@@ -125,6 +171,7 @@ class SoakResult:
     streams_without_audio: Counter[str] = field(default_factory=Counter)
     """Streams (by cycle kind) that received no room audio at all while they were attached."""
     bridge_log: str = ""
+    floor: FloorResult | None = None
 
     @property
     def tasks_returned(self) -> bool:
@@ -138,6 +185,12 @@ class SoakResult:
     @property
     def rss_growth_mib_per_hour(self) -> float | None:
         return self._fit(lambda s: s.rss_mib)
+
+    def heap_growth_per_hour(self, kind: str) -> float | None:
+        """Fitted growth of one part of the heap split (MiB/hour, or blocks/hour for python_blocks)."""
+        if not all(kind in s.heap for s in self.samples if s.phase == "churn"):
+            return None
+        return self._fit(lambda s: s.heap[kind])
 
     @property
     def trio_growth_per_hour(self) -> float | None:
@@ -191,6 +244,7 @@ class SoakResult:
                 "rss_mib": self.rss_growth_mib_per_hour,
                 "trio_tasks": self.trio_growth_per_hour,
                 "asyncio_tasks": self.asyncio_growth_per_hour,
+                **{f"heap_{kind}": self.heap_growth_per_hour(kind) for kind in HEAP_KINDS},
                 "span_s": self.fitted_span_s,
             },
             "tasks_returned": self.tasks_returned,
@@ -200,6 +254,20 @@ class SoakResult:
             "chunks_to_cloud": self.chunks_to_cloud,
             "errors": self.errors,
             "ok": self.ok,
+            "floor": None
+            if self.floor is None
+            else {
+                "samples": self.floor.samples,
+                "final": self.floor.final,
+                "fits_per_hour": {
+                    "rss_mib": self.floor.fit(lambda s: s["rss_mib"]),
+                    **{
+                        f"heap_{kind}": self.floor.fit(lambda s, kind=kind: s["heap"][kind])
+                        for kind in HEAP_KINDS
+                        if kind in self.floor.final["heap"]
+                    },
+                },
+            },
         }
 
 
@@ -434,6 +502,52 @@ class _Driver:
             await asyncio.sleep(self.random.uniform(0.0, 0.5))
 
 
+async def _run_floor(
+    settings: SoakSettings, driver: _Driver, children: Children, log_dir: Path
+) -> FloorResult:
+    """_soak_floor.py for ``settings.seconds`` in the same rooms, beside the same phones."""
+    say = settings.progress or (lambda _message: None)
+    proc = await children.spawn(
+        [sys.executable, str(_FLOOR_SCRIPT)],
+        cores=settings.bridge_cores,
+        log_path=log_dir / "floor.log",
+        pipes=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    tokens = [
+        dev_token(
+            f"floor-soak-{slot}", driver.room(slot), api_key=settings.api_key, api_secret=settings.api_secret
+        )
+        for slot in range(settings.sessions)
+    ]
+    command = {
+        "url": settings.livekit_url,
+        "tokens": tokens,
+        "seconds": settings.seconds,
+        "sample_every_s": settings.sample_every_s,
+        "seed": settings.seed,
+    }
+    proc.stdin.write((json.dumps(command) + "\n").encode())
+    await proc.stdin.drain()
+    samples: list[dict[str, Any]] = []
+    deadline = time.monotonic() + settings.seconds + 120
+    while True:
+        line = await asyncio.wait_for(proc.stdout.readline(), max(1.0, deadline - time.monotonic()))
+        if not line:
+            raise RuntimeError(f"the floor process exited early; see {log_dir / 'floor.log'}")
+        if not line.startswith(b"@@ "):
+            continue
+        sample = json.loads(line[3:])
+        samples.append(sample)
+        say(
+            f"  floor t={sample['t_s']:6.1f} s  RSS {sample['rss_mib']:7.1f} MiB  rooms {sample['rooms']:3d}"
+            f"  asyncio {sample['asyncio_tasks']:4d}  {_heap_text(sample['heap'])}"
+        )
+        if sample["phase"] == "final":
+            await children.stop(proc)
+            return FloorResult(samples[:-1], sample, settings.warmup)
+
+
 async def run_soak(settings: SoakSettings) -> SoakResult:
     """Run the soak (plain asyncio); returns the samples and the verdict's inputs."""
     say = settings.progress or (lambda _message: None)
@@ -448,6 +562,7 @@ async def run_soak(settings: SoakSettings) -> SoakResult:
     phones: list[asyncio.Task[None]] = []
     sampler: asyncio.Task[None] | None = None
     bridge: BridgeProcess | None = None
+    metrics_port = free_port()
     try:
         bridge = await start_bridge(
             children,
@@ -458,6 +573,7 @@ async def run_soak(settings: SoakSettings) -> SoakResult:
                 "BRIDGE_SESSION_IDLE_TTL_S": str(settings.idle_ttl_s),
                 "BRIDGE_FETCH_ALLOW_HOSTS": "127.0.0.1",
                 "BRIDGE_LOG_LEVEL": "INFO",
+                "BRIDGE_METRICS_PORT": str(metrics_port),
             },
         )
         await asyncio.sleep(1.0)
@@ -487,8 +603,13 @@ async def run_soak(settings: SoakSettings) -> SoakResult:
         phase = ["churn"]
 
         async def sample_forever() -> None:
+            cpu_before, at_before = cpu_seconds(bridge.pid), time.monotonic()
             while True:
                 health = await bridge.health()
+                heap, backlog = await asyncio.to_thread(scrape_memory_and_backlog, metrics_port)
+                cpu_now, at_now = cpu_seconds(bridge.pid), time.monotonic()
+                cpu_pct = 100 * (cpu_now - cpu_before) / max(at_now - at_before, 1e-6)
+                cpu_before, at_before = cpu_now, at_now
                 sample = Sample(
                     t_s=time.monotonic() - started,
                     rss_mib=rss_mib(bridge.pid),
@@ -497,12 +618,16 @@ async def run_soak(settings: SoakSettings) -> SoakResult:
                     sessions=health.active_sessions,
                     streams=health.active_streams,
                     phase=phase[0],
+                    heap=heap,
+                    cpu_pct=cpu_pct,
+                    backlog=backlog,
                 )
                 samples.append(sample)
                 say(
                     f"  t={sample.t_s:6.1f} s  RSS {sample.rss_mib:7.1f} MiB  trio {sample.trio_tasks:4d}"
                     f"  asyncio {sample.asyncio_tasks:4d}  sessions {sample.sessions:3d}"
-                    f"  streams {sample.streams}"
+                    f"  streams {sample.streams}  CPU {sample.cpu_pct:3.0f} %  backlog {sample.backlog:5d}"
+                    f"  {_heap_text(sample.heap)}"
                 )
                 await asyncio.sleep(settings.sample_every_s)
 
@@ -524,6 +649,7 @@ async def run_soak(settings: SoakSettings) -> SoakResult:
         final = await bridge.wait_tasks(idle.tasks, timeout_s=15)
         final = await bridge.settled_health() if final.tasks != idle.tasks else final
         final_rss = rss_mib(bridge.pid)
+        final_heap, final_backlog = await asyncio.to_thread(scrape_memory_and_backlog, metrics_port)
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
@@ -536,9 +662,19 @@ async def run_soak(settings: SoakSettings) -> SoakResult:
                 final.active_sessions,
                 final.active_streams,
                 "final",
+                final_heap,
+                backlog=final_backlog,
             )
         )
+        floor = None
+        if settings.floor:
+            say(f"bare-SDK floor: the same churn on plain rtc.Rooms for {settings.seconds:g} s")
+            try:
+                floor = await _run_floor(settings, driver, children, log_dir)
+            except (RuntimeError, TimeoutError, ValueError) as err:
+                driver.errors.append(f"the floor run failed: {type(err).__name__}: {err}")
         return SoakResult(
+            floor=floor,
             settings=settings,
             idle=idle,
             idle_rss_mib=idle_rss,
@@ -565,17 +701,28 @@ async def run_soak(settings: SoakSettings) -> SoakResult:
         media.close()
 
 
+def _heap_text(heap: dict[str, float]) -> str:
+    if not heap:
+        return ""
+    text = f"py blocks {heap.get('python_blocks', 0) / 1000:7.1f}k"
+    if "in_use" in heap:
+        text += f"  C heap in use {heap['in_use']:6.1f} / free {heap['free']:6.1f}"
+        text += f" / mmap {heap['mmap']:5.1f} MiB"
+    return text
+
+
 def format_report(result: SoakResult) -> str:
     s = result.settings
     lines = [
         f"soak: {s.sessions} session slots churning for {result.churn_s:.0f} s (idle TTL {s.idle_ttl_s:g} s)",
         "",
-        "     t s   phase   RSS MiB  trio  asyncio  sessions  streams",
+        "     t s   phase   RSS MiB  trio  asyncio  sessions  streams  CPU %  backlog",
     ]
     for sample in result.samples:
         lines.append(
             f"  {sample.t_s:6.1f}  {sample.phase:6s}  {sample.rss_mib:8.1f}  {sample.trio_tasks:4d}"
-            f"  {sample.asyncio_tasks:7d}  {sample.sessions:8d}  {sample.streams:7d}"
+            f"  {sample.asyncio_tasks:7d}  {sample.sessions:8d}  {sample.streams:7d}  {sample.cpu_pct:5.0f}"
+            f"  {sample.backlog:7d}  {_heap_text(sample.heap)}"
         )
 
     def per_hour(value: float | None, unit: str) -> str:
@@ -594,6 +741,10 @@ def format_report(result: SoakResult) -> str:
             if result.rss_growth_over_run_mib is None
             else f"  ({result.rss_growth_over_run_mib:+.1f} MiB over the fitted span)"
         ),
+        f"  Python blocks   {per_hour(result.heap_growth_per_hour('python_blocks'), 'blocks')}",
+        f"  C heap in use   {per_hour(result.heap_growth_per_hour('in_use'), 'MiB')}",
+        f"  C heap free     {per_hour(result.heap_growth_per_hour('free'), 'MiB')}  (freed, not returned)",
+        f"  C heap mmap     {per_hour(result.heap_growth_per_hour('mmap'), 'MiB')}",
         f"  trio    {per_hour(result.trio_growth_per_hour, 'tasks')}",
         f"  asyncio {per_hour(result.asyncio_growth_per_hour, 'tasks')}",
         f"RSS: idle {result.idle_rss_mib:.1f} MiB -> after every session left {result.final_rss_mib:.1f} MiB",
@@ -602,11 +753,109 @@ def format_report(result: SoakResult) -> str:
         + ("back to idle exactly" if result.tasks_returned else "NOT back to idle (leak)"),
         f"bridge log: {result.bridge_log}",
     ]
+    if result.floor is not None:
+        lines += ["", *_floor_report(result)]
     if result.errors:
         lines.append(f"{len(result.errors)} cycle errors:")
         lines += [f"  {error}" for error in result.errors[:20]]
     lines.append("PASS" if result.ok else "FAIL")
     return "\n".join(lines)
+
+
+def _floor_report(result: SoakResult) -> list[str]:
+    floor = result.floor
+    assert floor is not None
+    lines = [
+        "bare-SDK floor (same slots, phones and rooms; connect, publish, 1 s of tone, disconnect):",
+        "     t s   phase   RSS MiB  rooms  asyncio",
+    ]
+    for sample in [*floor.samples, floor.final]:
+        lines.append(
+            f"  {sample['t_s']:6.1f}  {sample['phase']:6s}  {sample['rss_mib']:8.1f}  {sample['rooms']:5d}"
+            f"  {sample['asyncio_tasks']:7d}  {_heap_text(sample['heap'])}"
+        )
+
+    def per_hour(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:+.1f} MiB/hour"
+
+    lines += [
+        f"floor sessions: {floor.sessions_started}; errors: {len(floor.final.get('errors', []))}",
+        f"floor RSS: idle {floor.idle_rss_mib:.1f} MiB -> "
+        f"after every room left {floor.final_rss_mib:.1f} MiB",
+        "                        bridge            floor",
+        f"  RSS fit          {per_hour(result.rss_growth_mib_per_hour):>17}  "
+        f"{per_hour(floor.fit(lambda s: s['rss_mib'])):>17}",
+    ]
+    for kind, label in (("in_use", "C heap in use"), ("free", "C heap free")):
+        if kind in floor.final["heap"]:
+            lines.append(
+                f"  {label:15s}  {per_hour(result.heap_growth_per_hour(kind)):>17}  "
+                f"{per_hour(floor.fit(lambda s, kind=kind: s['heap'][kind])):>17}"
+            )
+    bridge_held = result.final_rss_mib - result.idle_rss_mib
+    floor_held = floor.final_rss_mib - floor.idle_rss_mib
+    lines += [
+        f"  RSS held after all left {bridge_held:+8.1f} MiB      {floor_held:+8.1f} MiB  (above idle)",
+        f"  sessions            {result.final.sessions_started:13d}  {floor.sessions_started:17d}",
+    ]
+    for error in floor.final.get("errors", [])[:5]:
+        lines.append(f"  floor error: {error}")
+    return lines
+
+
+def plot(result: SoakResult, path: Path) -> bool:
+    """RSS and the heap split over time (bridge, and the floor if it ran), and the task counts."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no PNG (pip install matplotlib)", file=sys.stderr)
+        return False
+    fig, (memory, tasks) = plt.subplots(2, 1, figsize=(11, 8), sharex=True)
+    bridge = result.samples
+    ts = [s.t_s for s in bridge]
+    memory.plot(ts, [s.rss_mib for s in bridge], "-", color="tab:blue", label="bridge RSS")
+    if all("in_use" in s.heap for s in bridge):
+        memory.plot(
+            ts, [s.heap["in_use"] for s in bridge], ":", color="tab:blue", label="bridge C heap in use"
+        )
+        memory.plot(ts, [s.heap["free"] for s in bridge], "-.", color="tab:blue", label="bridge C heap free")
+    if result.floor is not None:
+        floor = [*result.floor.samples, result.floor.final]
+        fts = [s["t_s"] for s in floor]
+        memory.plot(fts, [s["rss_mib"] for s in floor], "-", color="tab:orange", label="floor RSS")
+        if all("in_use" in s["heap"] for s in floor):
+            memory.plot(
+                fts,
+                [s["heap"]["in_use"] for s in floor],
+                ":",
+                color="tab:orange",
+                label="floor C heap in use",
+            )
+            memory.plot(
+                fts, [s["heap"]["free"] for s in floor], "-.", color="tab:orange", label="floor C heap free"
+            )
+    memory.axvline(result.settings.warmup, color="grey", alpha=0.4)
+    memory.set_ylabel("MiB")
+    memory.set_ylim(bottom=0)
+    memory.set_title(
+        f"soak: {result.settings.sessions} slots, {result.final.sessions_started} bridge sessions"
+    )
+    memory.grid(True, alpha=0.3)
+    memory.legend(fontsize=8, ncol=2)
+    tasks.plot(ts, [s.trio_tasks for s in bridge], "-", label="bridge Trio tasks")
+    tasks.plot(ts, [s.asyncio_tasks for s in bridge], "-", label="bridge asyncio tasks")
+    tasks.plot(ts, [s.sessions for s in bridge], "--", label="sessions open")
+    tasks.set_xlabel("seconds since the churn started")
+    tasks.set_ylim(bottom=0)
+    tasks.grid(True, alpha=0.3)
+    tasks.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
 
 
 async def _run_watched(settings: SoakSettings, server: Any) -> SoakResult:
@@ -629,6 +878,11 @@ def main() -> int:
     parser.add_argument("--idle-ttl", type=float, default=3.0, help="BRIDGE_SESSION_IDLE_TTL_S of the bridge")
     parser.add_argument("--warmup", type=float, default=None, help="seconds left out of the fits")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="then run the same churn on bare rtc.Rooms (no bridge) for as long, and compare",
+    )
     parser.add_argument(
         "--out", default=str(Path(__file__).resolve().parent / "results"), help="logs and JSON"
     )
@@ -664,6 +918,7 @@ def main() -> int:
             idle_ttl_s=args.idle_ttl,
             warmup_s=args.warmup,
             seed=args.seed,
+            floor=args.floor,
             progress=lambda message: print(message, flush=True),
         )
         result = asyncio.run(_run_watched(settings, server))
@@ -678,6 +933,8 @@ def main() -> int:
     json_path = out / "soak.json"
     json_path.write_text(json.dumps(result.to_json(), indent=1))
     print(f"JSON: {json_path}")
+    if plot(result, out / "soak.png"):
+        print(f"plot: {out / 'soak.png'}")
     return 0 if result.ok else 1
 
 

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from . import diagnostics
+from . import diagnostics, memory
 
 if TYPE_CHECKING:
     from .registry import SessionRegistry
@@ -184,6 +184,31 @@ class _SessionCollector(Collector):
             "Cloud PCM samples skipped to stay real time after waiting for a new track's publication.",
             totals["samples_skipped_catching_up"],
         )
+        backlog = GaugeMetricFamily(
+            "livekit_bridge_callback_backlog",
+            "Work queued and not yet run: native-thread callbacks for Trio, asyncio handles, and SDK "
+            "events for rooms (sum over sessions). Growth means the process is behind.",
+            labels=["queue"],
+        )
+        for queue, waiting in diagnostics.callback_backlog(trio_asyncio.current_loop.get()).items():
+            backlog.add_metric([queue], waiting)
+        backlog.add_metric(["room_events"], sum(s.room.pending_events for s in sessions))
+        yield backlog
+        heap = memory.heap_usage()
+        yield GaugeMetricFamily(
+            "livekit_bridge_python_allocated_blocks",
+            "Blocks the Python interpreter has allocated (grows only when Python objects are kept).",
+            value=heap.pop("python_blocks"),
+        )
+        if heap:
+            c_heap = GaugeMetricFamily(
+                "livekit_bridge_c_heap_bytes",
+                "glibc heap over all arenas: in use, freed but kept (fragmentation), mmap-ed blocks.",
+                labels=["kind"],
+            )
+            for kind, value in heap.items():
+                c_heap.add_metric([kind.removeprefix("malloc_")], value)
+            yield c_heap
 
 
 class BridgeMetrics:

@@ -89,6 +89,13 @@ async def test_metrics_count_packets_losses_rpcs_and_playbacks(aio_loop, livekit
                     assert live["server_playback_completed_total"] == 1
                     assert live["server_playback_first_frame_latency_ms_count"] == 1
                     assert 250 <= live["server_playback_duration_ms_sum"] <= 350
+                    # The heap split (bridge.memory): a live bridge holds Python objects and C heap.
+                    assert live["livekit_bridge_python_allocated_blocks"] > 100_000
+                    assert live["livekit_bridge_c_heap_bytes{kind=in_use}"] > 2**20
+                    assert live["livekit_bridge_c_heap_bytes{kind=free}"] >= 0
+                    # Work waiting to run: every queue is reported (an idle test bridge keeps up).
+                    for queue in ("trio_run_sync_soon", "asyncio_handles", "room_events"):
+                        assert 0 <= live[f"livekit_bridge_callback_backlog{{queue={queue}}}"] < 1000
 
                     await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))
                 after = await scrape(port)

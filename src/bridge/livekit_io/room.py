@@ -109,6 +109,12 @@ class RoomLink:
         return len(self._room.remote_participants) + 1 if self._room is not None else 0
 
     @property
+    def pending_events(self) -> int:
+        """SDK events queued for this room's listener and not yet handled (0 when not known)."""
+        queue = getattr(self._room, "_ffi_queue", None)  # private to the SDK; pinned version
+        return queue.qsize() if isinstance(queue, asyncio.Queue) else 0
+
+    @property
     def room_name(self) -> str:
         return self._room.name if self._room is not None else ""
 
