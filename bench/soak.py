@@ -102,6 +102,8 @@ class SoakSettings:
     seed: int = 1
     log_dir: Path | None = None
     bridge_cores: set[int] | None = None
+    kinds: tuple[str, ...] = KINDS
+    """The cycle kinds the slots take turns at (a subset finds which path a growth comes from)."""
     floor: bool = False
     """After the bridge's run, the same churn on bare ``rtc.Room``s for as long (_soak_floor.py)."""
     progress: Callable[[str], None] | None = None
@@ -225,6 +227,7 @@ class SoakResult:
                 "idle_ttl_s": s.idle_ttl_s,
                 "warmup_s": s.warmup,
                 "seed": s.seed,
+                "kinds": list(s.kinds),
             },
             "churn_s": self.churn_s,
             "samples": [sample.__dict__ for sample in self.samples],
@@ -488,7 +491,8 @@ class _Driver:
     async def slot(self, slot: int, deadline: float) -> None:
         serial = 0
         while time.monotonic() < deadline:
-            kind = KINDS[(slot + serial) % len(KINDS)]
+            kinds = self.settings.kinds
+            kind = kinds[(slot + serial) % len(kinds)]
             try:
                 await asyncio.wait_for(self.cycle(slot, kind, serial), _CYCLE_TIMEOUT_S)
                 self.cycles[kind] += 1
@@ -879,6 +883,11 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=None, help="seconds left out of the fits")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        help=f"comma-separated cycle kinds to run (default: all of {','.join(KINDS)})",
+    )
+    parser.add_argument(
         "--floor",
         action="store_true",
         help="then run the same churn on bare rtc.Rooms (no bridge) for as long, and compare",
@@ -892,6 +901,9 @@ def main() -> int:
     args = parser.parse_args()
     if not 0 < args.seconds <= 4 * 3600:
         parser.error("--seconds must be in (0, 14400]")
+    kinds = tuple(kind.strip() for kind in args.kinds.split(",") if kind.strip())
+    if not kinds or set(kinds) - set(KINDS):
+        parser.error(f"--kinds must name some of {','.join(KINDS)}")
     if not 1 <= args.sessions <= 64:
         parser.error("--sessions must be in 1..64")
     if args.livekit_url and not args.livekit_url.startswith(("ws://127.", "ws://localhost")):
@@ -918,6 +930,7 @@ def main() -> int:
             idle_ttl_s=args.idle_ttl,
             warmup_s=args.warmup,
             seed=args.seed,
+            kinds=kinds,
             floor=args.floor,
             progress=lambda message: print(message, flush=True),
         )
