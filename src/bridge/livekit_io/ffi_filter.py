@@ -2,12 +2,10 @@
 
 The SDK's ``FfiQueue.put`` hands every event of the process to every subscriber whose filter
 accepts it, through ``loop.call_soon_threadsafe``; a ``Room`` subscribes with a filter that accepts
-every event but media frames: every room event, its own and every other room's, and every callback
-(each ``capture_audio_frame`` of every track in the process). Its ``_listen_task`` then discards
-the foreign ones after a queue round trip each. With N sessions each data packet wakes N listeners,
-and so does each 40 ms frame a playback captures. Swapping the room's filter for one that lets
-through only the room's own events and the callbacks it waits for cut CPU per room from 5.7 % to
-4.6 % at N=10 in the team's measurements (shared/STACK-NOTES.md), and the saving grows with N.
+every room event, its own and every other room's, then its ``_listen_task`` discards the foreign
+ones after a queue round trip each. With N sessions each data packet wakes N listeners. Swapping the
+room's filter for one that checks the room handle cut CPU per room from 5.7 % to 4.6 % at N=10 in
+the team's measurements (shared/STACK-NOTES.md), and the saving grows with N.
 
 It touches private SDK internals, so it is kept to this module: ``narrow_to_own_events`` returns
 False (and the room works as before) when the SDK no longer looks as expected, and
@@ -25,11 +23,7 @@ __all__ = ["narrow_to_own_events"]
 
 log = logging.getLogger(__name__)
 
-ROOM_QUEUE_EVENTS = frozenset({"publish_track", "unpublish_track", "rpc_method_invocation"})
-"""The non-room events a Room's listener needs: LocalParticipant awaits the publish/unpublish
-callbacks through the room's queue, and the listener serves RPC invocations. Every other callback
-(capture_audio_frame, publish_data, ...) is awaited on a subscription of its own, so a room that
-receives it only discards it; tests/unit/test_ffi_filter.py checks this list against the SDK."""
+_MEDIA_STREAM_EVENTS = ("audio_stream_event", "video_stream_event")  # streams subscribe for these
 _warned = False
 
 
@@ -38,7 +32,9 @@ def _own_events_only(room_handle: int) -> Any:
         which = event.WhichOneof("message")
         if which == "room_event":
             return bool(event.room_event.room_handle == room_handle)
-        return which in ROOM_QUEUE_EVENTS
+        # Everything else as the SDK's own filter: callbacks the local participant waits for
+        # (publish_track, publish_data, ...) arrive through the room's queue.
+        return which not in _MEDIA_STREAM_EVENTS
 
     return accept
 
