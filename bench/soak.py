@@ -1,6 +1,7 @@
 """Soak: sessions join and leave continuously for a bounded time; RSS and task counts over time.
 
     python bench/soak.py [--seconds 600] [--sessions 8] [--sample-every 5] [--idle-ttl 3]
+                         [--kinds leave,play_stop,...] [--floor]
 
 The bridge runs as a subprocess (``python -m bridge``, short idle TTL, PlayAudio allowed to fetch from
 127.0.0.1). This process is the driver: K phones (real participants, one room each, sending a lossy
@@ -15,8 +16,11 @@ client that keeps K session slots churning. Each slot runs cycles of one kind af
 - ``play_stop``: JoinRoom, PlayAudio of a 3 s WAV, StopAudio after STARTED, LeaveRoom;
 - ``play_leave``: JoinRoom, StreamAudio, PlayAudio of a 3 s WAV, LeaveRoom while it plays.
 
-Every ``--sample-every`` seconds it samples the bridge's RSS (/proc) and HealthCheck's
-``trio_tasks``/``asyncio_tasks``. After the deadline every slot finishes its cycle, every session is
+Every ``--sample-every`` seconds it samples the bridge's RSS (/proc), CPU, HealthCheck's
+``trio_tasks``/``asyncio_tasks``, and from its /metrics the heap split (Python blocks, C heap in
+use / free / mmap: bridge.memory) and the callback backlog. ``--kinds`` limits the cycles to some
+kinds; ``--floor`` then runs the same number of slots on bare ``rtc.Room``s (_soak_floor.py) for as
+long and prints both sides' fits. After the deadline every slot finishes its cycle, every session is
 gone, and the bridge's task counts must equal the idle counts (taken before the first session)
 exactly. It prints the samples, least-squares growth of RSS (MiB/hour) and of the task counts
 (per hour) over the samples after the warm-up, and the verdict; the exit code is 1 when tasks did not
