@@ -51,7 +51,6 @@ class FloorChurn:
         self.random = random.Random(command.get("seed", 1))
         self.rooms = 0
         self.sessions_started = 0
-        self.sessions_ended = 0
         self.packets = 0
         self.errors: list[str] = []
         self.tone = (tone(440, 1.0, _RATE, amplitude=0.3)[:, 0] * 32767).astype(np.int16)
@@ -97,7 +96,6 @@ class FloorChurn:
             room.off("data_received", self.on_data)
             await room.disconnect()
             self.rooms -= 1
-            self.sessions_ended += 1
 
     async def slot(self, token: str, deadline: float) -> None:
         while time.monotonic() < deadline:
