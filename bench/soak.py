@@ -135,6 +135,13 @@ class Sample:
     """Callbacks, asyncio handles and room events queued in the bridge and not yet run."""
 
 
+def _growth_per_hour(points: list[tuple[str, float, float]], warmup_s: float) -> float | None:
+    """Least-squares slope per hour of (phase, t_s, value) points: churn samples after the warm-up."""
+    chosen = [(t, value) for phase, t, value in points if phase == "churn" and t >= warmup_s]
+    slope = least_squares_slope([t for t, _ in chosen], [value for _, value in chosen])
+    return None if slope is None else slope * 3600
+
+
 @dataclass
 class FloorResult:
     """The bare-SDK churn's samples (dicts as _soak_floor.py prints them) and its last line."""
@@ -144,9 +151,7 @@ class FloorResult:
     warmup_s: float
 
     def fit(self, value: Callable[[dict[str, Any]], float]) -> float | None:
-        chosen = [s for s in self.samples if s["phase"] == "churn" and s["t_s"] >= self.warmup_s]
-        slope = least_squares_slope([s["t_s"] for s in chosen], [value(s) for s in chosen])
-        return None if slope is None else slope * 3600
+        return _growth_per_hour([(s["phase"], s["t_s"], value(s)) for s in self.samples], self.warmup_s)
 
     @property
     def idle_rss_mib(self) -> float:
@@ -184,9 +189,8 @@ class SoakResult:
         return self.final.tasks == self.idle.tasks and self.final.active_sessions == 0
 
     def _fit(self, value: Callable[[Sample], float]) -> float | None:
-        chosen = [s for s in self.samples if s.phase == "churn" and s.t_s >= self.settings.warmup]
-        slope = least_squares_slope([s.t_s for s in chosen], [value(s) for s in chosen])
-        return None if slope is None else slope * 3600
+        points = [(s.phase, s.t_s, value(s)) for s in self.samples]
+        return _growth_per_hour(points, self.settings.warmup)
 
     @property
     def rss_growth_mib_per_hour(self) -> float | None:
