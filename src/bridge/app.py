@@ -30,7 +30,6 @@ from typing import Any, cast
 import trio
 import trio_asyncio
 from grpclib.health.check import ServiceStatus
-from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 from trio_asyncio import aio_as_trio
@@ -42,8 +41,9 @@ from .fetch import FetchLimits, HostPolicy, make_fetch_client
 from .metrics import BridgeMetrics
 from .metrics_server import serve_metrics
 from .playback import PlaybackLimits, PlaybackServices, PlaybackStats
+from .redact import forget_secret, remember_secret
 from .registry import SessionRegistry
-from .rpc.server import BridgeServer
+from .rpc.server import BoundedHealth, BridgeServer
 from .rpc.service import VERSION, LiveKitBridgeService
 from .session import CloseReason
 
@@ -69,6 +69,7 @@ class BridgeState:
     calls: int = 0
     _no_streams: trio.Event = field(default_factory=trio.Event)
     health: ServiceStatus = field(default_factory=ServiceStatus)
+    health_service: BoundedHealth | None = None
     _shutdown: trio.Event = field(default_factory=trio.Event)
 
     def count_call(self, _stream: Any) -> None:
@@ -133,8 +134,15 @@ async def _start_server(config: BridgeConfig, state: BridgeState) -> Server:
 
     bridge = LiveKitBridgeService(state)
     state.health.set(True)
-    services = ServerReflection.extend([bridge, Health({bridge: [state.health]})])
-    server = BridgeServer(services, max_streams_per_connection=config.max_streams_per_connection)
+    health = state.health_service = BoundedHealth(
+        {bridge: [state.health]}, max_watches=config.max_health_watches
+    )
+    services = ServerReflection.extend([bridge, health])
+    server = BridgeServer(
+        services,
+        max_streams_per_connection=config.max_streams_per_connection,
+        max_message_bytes=config.max_message_bytes,
+    )
     if config.auth_token:
         rejected = state.metrics.auth_rejected
         install_token_check(server, config.auth_token, on_reject=lambda method: rejected.labels(method).inc())
@@ -189,10 +197,12 @@ async def _playback_services(config: BridgeConfig) -> PlaybackServices:
 async def serve(
     config: BridgeConfig, *, task_status: trio.TaskStatus[BridgeState] = trio.TASK_STATUS_IGNORED
 ) -> None:
+    remember_secret(config.auth_token)
     playback = await aio_as_trio(_playback_services)(config)
     try:
         await _serve(config, playback, task_status)
     finally:
+        forget_secret(config.auth_token)
         with trio.CancelScope(shield=True):
             await aio_as_trio(playback.client.aclose)()
 

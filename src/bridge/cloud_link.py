@@ -98,11 +98,16 @@ class CloudPcmConverter:
     Keeps resampler and frame state per track, so a stream that interleaves tracks stays continuous
     on each of them. A chunk with another rate or channel count is resampled/downmixed, not refused;
     only PCM that is not whole s16le samples, or a format we cannot sensibly publish, is refused.
+    State is bounded: one resampler per track (a new rate on a track replaces it), 16 tracks at most.
     """
 
     out_rate: int
-    _resamplers: dict[tuple[int, int], StreamResampler] = field(default_factory=dict)
+    _resamplers: dict[int, tuple[int, StreamResampler]] = field(default_factory=dict)
     _chunkers: dict[int, FrameChunker] = field(default_factory=dict)
+
+    @property
+    def resampler_count(self) -> int:
+        return len(self._resamplers)
 
     def convert(self, chunk: AudioChunk) -> npt.NDArray[np.int16]:
         track_id = chunk.track_id
@@ -116,9 +121,7 @@ class CloudPcmConverter:
             raise AudioFormatError(f"sample_rate={rate} is not supported (8000..48000 Hz)")
         try:
             samples = samples_from_s16le(chunk.pcm_data, channels)
-            resampler = self._resamplers.get((track_id, rate))
-            if resampler is None:
-                resampler = self._resamplers[(track_id, rate)] = StreamResampler(rate, self.out_rate)
+            resampler = self._resampler(track_id, rate)
             samples = resampler.push(samples)
         except PcmFormatError as err:
             raise AudioFormatError(f"track {track_id}: {err}") from None
@@ -129,3 +132,13 @@ class CloudPcmConverter:
         if not frames:
             return np.zeros(0, dtype=np.int16)
         return frames[0] if len(frames) == 1 else np.concatenate(frames)
+
+    def _resampler(self, track_id: int, rate: int) -> StreamResampler:
+        current = self._resamplers.get(track_id)
+        if current is not None and current[0] == rate:
+            return current[1]
+        # A rate change on a track starts a new resampler: the old one's few ms of filter
+        # history belong to a different signal anyway.
+        resampler = StreamResampler(rate, self.out_rate)
+        self._resamplers[track_id] = (rate, resampler)
+        return resampler

@@ -8,10 +8,13 @@ start with ``BRIDGE_``.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from .room_url_policy import parse_url_allow_list
 
 __all__ = ["BridgeConfig", "ConfigError"]
 
@@ -30,6 +33,49 @@ def _is_loopback(host: str) -> bool:
 
 class ConfigError(ValueError):
     """A setting in the environment cannot be used (expected: the operator fixes the variable)."""
+
+
+_MIN_TOKEN_CHARS = 16
+
+_ENV_NAMES = {
+    "host": "BRIDGE_HOST",
+    "port": "PORT",
+    "grpc_socket": "LIVEKIT_GRPC_SOCKET",
+    "livekit_url": "LIVEKIT_URL",
+    "log_level": "BRIDGE_LOG_LEVEL",
+    "log_format": "BRIDGE_LOG_FORMAT",
+    "speaker_max_duration_ms": "SPEAKER_MAX_DURATION_MS",
+}
+"""Names kept from the older Go bridge and its playback spec; every other setting is BRIDGE_<NAME>."""
+
+
+def _env_name(setting: str) -> str:
+    return _ENV_NAMES.get(setting, "BRIDGE_" + setting.upper())
+
+
+def _parse(var: str, raw: str, kind: str) -> int | float | str:
+    try:
+        value = _PARSERS[kind](raw.strip() if kind != "str" else raw)
+    except ValueError:
+        raise ConfigError(f"{var}={raw!r} is not a valid {kind}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{var}={raw!r} must be a finite number")
+    return value
+
+
+def _checked_token(var: str, token: str) -> str:
+    """A bearer token that can be sent as gRPC metadata and is not trivially guessable.
+
+    An empty or blank value is refused rather than read as "no token": a secret that failed to
+    render into the environment must not quietly turn access control off.
+    """
+    if not token.strip():
+        raise ConfigError(f"{var} is set but empty: give a token or unset it")
+    if any(not 0x21 <= ord(char) <= 0x7E for char in token):
+        raise ConfigError(f"{var} must be printable ASCII without spaces (it is sent as a gRPC header)")
+    if len(token) < _MIN_TOKEN_CHARS:
+        raise ConfigError(f"{var} must be at least {_MIN_TOKEN_CHARS} characters long")
+    return token
 
 
 @dataclass(frozen=True)
@@ -53,6 +99,28 @@ class BridgeConfig:
 
     livekit_url: str = ""
     """Room server for JoinRoom requests that carry no ``livekit_url`` (``LIVEKIT_URL``)."""
+
+    livekit_url_allow: str = ""
+    """Room servers a JoinRoom's own ``livekit_url`` may name (``BRIDGE_LIVEKIT_URL_ALLOW``):
+    comma-separated hosts (``lk.example.com``, ``lk.example.com:7880``, ``*.example.com``) or URL
+    prefixes (``wss://lk.example.com/``). Empty (the default) allows any URL, as the older bridge did:
+    its clouds send their own. ``LIVEKIT_URL`` is always allowed."""
+
+    max_message_bytes: int = 1024 * 1024
+    """Largest gRPC message a client may send (``BRIDGE_MAX_MESSAGE_BYTES``); beyond it the call ends
+    with RESOURCE_EXHAUSTED before the message is read. A 100 ms audio chunk is 3.2 KB."""
+
+    max_health_watches: int = 64
+    """``grpc.health.v1.Health/Watch`` streams open at once (``BRIDGE_MAX_HEALTH_WATCHES``): health
+    needs no token, so this bounds what an unauthenticated caller can hold open."""
+
+    max_playbacks_per_session: int = 8
+    """PlayAudio calls in flight per session (``BRIDGE_MAX_PLAYBACKS_PER_SESSION``); more fail with
+    ``too_many_playbacks``. A session has at most one playback per track playing at a time."""
+
+    track_publish_timeout_s: float = 10.0
+    """A track that is not published within this time (``BRIDGE_TRACK_PUBLISH_TIMEOUT_S``) fails the
+    playback or stream that needed it; the session and its microphone path go on."""
 
     join_timeout_s: float = 10.0
     """How long JoinRoom may take before it answers ``success=false`` (``BRIDGE_JOIN_TIMEOUT_S``)."""
@@ -135,32 +203,23 @@ class BridgeConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BridgeConfig:
         env = os.environ if env is None else env
-        names = {
-            "host": "BRIDGE_HOST",
-            "port": "PORT",
-            "grpc_socket": "LIVEKIT_GRPC_SOCKET",
-            "livekit_url": "LIVEKIT_URL",
-            "log_level": "BRIDGE_LOG_LEVEL",
-            "log_format": "BRIDGE_LOG_FORMAT",
-            "speaker_max_duration_ms": "SPEAKER_MAX_DURATION_MS",
-        }
         values: dict[str, object] = {}
         for setting in fields(cls):
-            var = names.get(setting.name, "BRIDGE_" + setting.name.upper())
+            var = _env_name(setting.name)
             raw = env.get(var)
+            if setting.name == "auth_token" and raw is not None:
+                values[setting.name] = _checked_token(var, raw)
+                continue
             if raw is None or raw == "":
                 continue
-            parse = _PARSERS[str(setting.type)]
-            try:
-                values[setting.name] = parse(raw)
-            except ValueError:
-                raise ConfigError(f"{var}={raw!r} is not a valid {setting.type}") from None
+            values[setting.name] = _parse(var, raw, str(setting.type))
         token_file = env.get("BRIDGE_AUTH_TOKEN_FILE")
         if token_file and "auth_token" not in values:
             try:
-                values["auth_token"] = Path(token_file).read_text().splitlines()[0].strip()
-            except (OSError, IndexError):
+                first_line = Path(token_file).read_text().splitlines()[0]
+            except (OSError, IndexError, UnicodeDecodeError):
                 raise ConfigError(f"BRIDGE_AUTH_TOKEN_FILE={token_file} cannot be read") from None
+            values["auth_token"] = _checked_token("BRIDGE_AUTH_TOKEN_FILE", first_line.strip())
         config = cls(**values)  # type: ignore[arg-type]
         config.validate()
         return config
@@ -184,10 +243,13 @@ class BridgeConfig:
             raise ConfigError("BRIDGE_TLS_CERT and BRIDGE_TLS_KEY go together")
         if self.tls_client_ca and not self.tls_cert:
             raise ConfigError("BRIDGE_TLS_CLIENT_CA (mutual TLS) needs BRIDGE_TLS_CERT and BRIDGE_TLS_KEY")
-        if not self.grpc_socket and not (self.tls_cert or self.auth_token) and not _is_loopback(self.host):
+        callers_identified = bool(self.auth_token or self.tls_client_ca)
+        if not self.grpc_socket and not callers_identified and not _is_loopback(self.host):
+            encrypted_only = " TLS alone encrypts but lets anyone call." if self.tls_cert else ""
             raise ConfigError(
-                f"BRIDGE_HOST={self.host} is not a loopback address: without TLS or a token anyone who can "
-                "reach it could join rooms as your users. Set BRIDGE_AUTH_TOKEN and/or BRIDGE_TLS_CERT/KEY."
+                f"BRIDGE_HOST={self.host} is not a loopback address: without a bearer token or mutual TLS "
+                f"anyone who can reach it could join rooms as your users.{encrypted_only} Set "
+                "BRIDGE_AUTH_TOKEN and/or BRIDGE_TLS_CLIENT_CA (with BRIDGE_TLS_CERT/KEY)."
             )
         if self.log_format not in ("text", "json"):
             raise ConfigError("BRIDGE_LOG_FORMAT must be text or json")
@@ -202,14 +264,36 @@ class BridgeConfig:
             "fetch_max_bytes",
             "speaker_max_duration_ms",
             "playback_progress_ms",
+            "max_message_bytes",
+            "max_health_watches",
+            "max_playbacks_per_session",
+            "track_publish_timeout_s",
         ):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive")
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{_env_name(name)}={value} must be a positive number")
+        if not 4096 <= self.max_message_bytes <= 64 * 1024 * 1024:
+            raise ConfigError("BRIDGE_MAX_MESSAGE_BYTES must be between 4096 and 67108864")
+        if not 100 <= self.cloud_queue_ms <= 60_000:
+            raise ConfigError("BRIDGE_CLOUD_QUEUE_MS must be between 100 and 60000")
+        if not 1 <= self.max_streams_per_connection <= 100_000:
+            raise ConfigError("BRIDGE_MAX_STREAMS_PER_CONNECTION must be between 1 and 100000")
+        if self.max_playbacks_per_session > 16 * 4:
+            raise ConfigError("BRIDGE_MAX_PLAYBACKS_PER_SESSION must be at most 64")
+        if not 0 < self.publish_queue_ms <= 10_000:
+            raise ConfigError("BRIDGE_PUBLISH_QUEUE_MS must be between 1 and 10000")
+        if self.fetch_max_bytes > 1024 * 1024 * 1024:
+            raise ConfigError("BRIDGE_FETCH_MAX_BYTES must be at most 1 GiB")
+        for name in ("join_timeout_s", "session_idle_ttl_s", "shutdown_timeout_s", "fetch_read_timeout_s"):
+            if getattr(self, name) > 86_400:
+                raise ConfigError(f"{_env_name(name)} must be at most 86400 (a day)")
         if not 0 <= self.fetch_max_redirects <= 20:
             raise ConfigError("BRIDGE_FETCH_MAX_REDIRECTS must be between 0 and 20")
-        if self.cloud_queue_ms < 100:
-            raise ConfigError("BRIDGE_CLOUD_QUEUE_MS must be at least 100")
         if self.track_chunk_ms < 10 or self.track_chunk_ms % 10:
             raise ConfigError("BRIDGE_TRACK_CHUNK_MS must be a positive multiple of 10")
         if self.publish_sample_rate not in (16000, 24000, 48000):
             raise ConfigError("BRIDGE_PUBLISH_SAMPLE_RATE must be 16000, 24000 or 48000")
+        try:
+            parse_url_allow_list(self.livekit_url_allow)
+        except ValueError as err:
+            raise ConfigError(f"BRIDGE_LIVEKIT_URL_ALLOW: {err}") from None

@@ -4,6 +4,7 @@
 
     BridgeError                     expected failures, each answered to the cloud, never a crash
     ├── InvalidRequestError         a malformed request        -> INVALID_ARGUMENT
+    ├── NotAllowedError             refused by configuration   -> PERMISSION_DENIED
     ├── SessionNotFoundError        no session for the user    -> NOT_FOUND (or success=false, per contract)
     ├── RoomConnectError            JoinRoom could not connect -> success=false + error
     ├── AudioFormatError            cloud PCM we cannot use    -> INVALID_ARGUMENT on the stream
@@ -19,6 +20,7 @@ __all__ = [
     "AudioFormatError",
     "BridgeError",
     "InvalidRequestError",
+    "NotAllowedError",
     "RoomConnectError",
     "SessionNotFoundError",
     "ShuttingDownError",
@@ -31,6 +33,10 @@ class BridgeError(Exception):
 
 class InvalidRequestError(BridgeError):
     """The request is malformed (a missing field, an impossible value)."""
+
+
+class NotAllowedError(BridgeError):
+    """Well-formed, but this bridge's configuration refuses it (e.g. a room server not on the list)."""
 
 
 class SessionNotFoundError(BridgeError):

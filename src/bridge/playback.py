@@ -28,7 +28,7 @@ from ._gen.mentra.livekit.bridge import PlayAudioEvent, PlayAudioEventEventType
 from .audio import FrameChunker, StreamResampler, apply_gain
 from .audio.decode import SNIFF_BYTES, DecodedAudio, DecodeError, UnsupportedFormatError, open_decoder
 from .fetch import HostNotAllowedError
-from .livekit_io.outbound import TrackPublisher
+from .livekit_io.outbound import TrackPublisher, TrackPublishError
 
 if TYPE_CHECKING:
     from .metrics import BridgeMetrics
@@ -62,6 +62,8 @@ class ErrorCode:
     STOPPED = "stopped"
     INTERRUPTED = "interrupted"
     SESSION_CLOSED = "session_closed"
+    TOO_MANY_PLAYBACKS = "too_many_playbacks"
+    PUBLISH_FAILED = "publish_failed"
     INTERNAL = "internal"
 
     CANCELLED = frozenset({STOPPED, INTERRUPTED, SESSION_CLOSED})
@@ -286,6 +288,8 @@ async def play(
         if err.code == ErrorCode.TOO_LONG:
             await writer.played_out()  # what fitted under the limit still plays to its end
         raise
+    except TrackPublishError as err:
+        raise PlaybackError(ErrorCode.PUBLISH_FAILED, str(err)) from None
     except HostNotAllowedError as err:
         raise PlaybackError(ErrorCode.HOST_NOT_ALLOWED, str(err)) from None
     except httpx.TimeoutException as err:

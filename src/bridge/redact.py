@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 
-__all__ = ["REDACTED", "RedactingFilter", "redact"]
+__all__ = ["REDACTED", "RedactingFilter", "forget_secret", "redact", "remember_secret"]
 
 REDACTED = "<redacted>"
 
@@ -21,9 +21,24 @@ _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 _TOKEN_PARAM = re.compile(r"(access_token=|[Bb]earer\s+)[^\s&\"',]+")
 
 
+_known_secrets: set[str] = set()
+"""Secrets of this process (its own bearer token) that look like nothing in particular."""
+
+
+def remember_secret(secret: str) -> None:
+    """Redact ``secret`` wherever it appears from now on, whatever it looks like."""
+    if secret:
+        _known_secrets.add(secret)
+
+
+def forget_secret(secret: str) -> None:
+    _known_secrets.discard(secret)
+
+
 def redact(text: str, *secrets: str) -> str:
-    """``text`` with JWTs, token parameters and each of ``secrets`` replaced by ``<redacted>``."""
-    for secret in secrets:
+    """``text`` with JWTs, token parameters, remembered secrets and each of ``secrets`` replaced by
+    ``<redacted>``."""
+    for secret in (*secrets, *_known_secrets):
         if secret:
             text = text.replace(secret, REDACTED)
     text = _JWT.sub(REDACTED, text)

@@ -20,9 +20,17 @@ import trio
 from ._gen.mentra.livekit.bridge import AudioChunk
 from .cloud_link import MAX_TRACK_ID, now_ms
 from .config import BridgeConfig
-from .errors import InvalidRequestError, RoomConnectError, SessionNotFoundError, ShuttingDownError
+from .errors import (
+    InvalidRequestError,
+    NotAllowedError,
+    RoomConnectError,
+    SessionNotFoundError,
+    ShuttingDownError,
+)
+from .limits import MAX_ID_CHARS, MAX_TOKEN_CHARS, MAX_URL_CHARS, check_length, clip
 from .metrics import BridgeMetrics
 from .playback import PlaybackRequest, PlaybackServices
+from .room_url_policy import RoomUrlPolicy
 from .session import ActivePlayback, BridgeSession, CloseReason, JoinRequest, StreamEnd
 
 __all__ = ["JoinOutcome", "SessionRegistry", "Tombstone"]
@@ -31,6 +39,12 @@ log = logging.getLogger(__name__)
 
 _TOMBSTONES = 10_000
 """How many ended sessions GetStatus still remembers (oldest forgotten first)."""
+
+_TOMBSTONE_BYTES = 4 * 1024 * 1024
+"""...and how much memory they may take, estimated per entry (strings are bounded by limits.py)."""
+
+_TOMBSTONE_OVERHEAD_BYTES = 300
+"""An entry's dict slot, Tombstone object and int, beyond its two strings (measured: ~250 B)."""
 
 _URL_SCHEMES = ("ws", "wss", "http", "https")
 
@@ -63,6 +77,8 @@ class SessionRegistry:
         self._sessions: dict[str, BridgeSession] = {}
         self._locks: dict[str, trio.Lock] = {}
         self._tombstones: OrderedDict[str, Tombstone] = OrderedDict()
+        self._tombstone_bytes = 0
+        self._room_urls = RoomUrlPolicy.parse(config.livekit_url_allow, always=(config.livekit_url,))
         self.shutting_down = False
         self.sessions_started = 0
         self.sessions_failed_to_join = 0
@@ -78,6 +94,7 @@ class SessionRegistry:
         read-only ones (GetStatus) do not, so a cloud polling status keeps no zombie alive."""
         if not user_id:
             raise InvalidRequestError("user_id is required")
+        check_length("user_id", user_id, MAX_ID_CHARS)
         session = self._sessions.get(user_id)
         if session is None or session.closing:
             raise SessionNotFoundError(user_id)
@@ -93,13 +110,22 @@ class SessionRegistry:
             raise InvalidRequestError("user_id is required")
         if not token:
             raise InvalidRequestError("token is required")
+        check_length("user_id", user_id, MAX_ID_CHARS)
+        check_length("room_name", room_name, MAX_ID_CHARS)
+        check_length("target_identity", target, MAX_ID_CHARS)
+        check_length("token", token, MAX_TOKEN_CHARS)
+        check_length("livekit_url", url, MAX_URL_CHARS)
         url = url or self._config.livekit_url
         if not url:
             raise InvalidRequestError("livekit_url is empty and the bridge has no LIVEKIT_URL")
         parts = urlsplit(url)
         if parts.scheme not in _URL_SCHEMES or not parts.hostname:
             raise InvalidRequestError(
-                f"livekit_url must be a ws://, wss://, http:// or https:// URL, not {url!r}"
+                f"livekit_url must be a ws://, wss://, http:// or https:// URL, not {clip(url, 200)!r}"
+            )
+        if not self._room_urls.allows(url):
+            raise NotAllowedError(
+                f"livekit_url {clip(url, 200)!r} is not allowed on this bridge (BRIDGE_LIVEKIT_URL_ALLOW)"
             )
         return JoinRequest(user_id=user_id, url=url, token=token, room_name=room_name, target_identity=target)
 
@@ -152,7 +178,7 @@ class SessionRegistry:
 
     async def leave(self, user_id: str, reason: str = "") -> None:
         session = self.get(user_id)
-        await session.aclose(CloseReason.LEFT, reason or "LeaveRoom")
+        await session.aclose(CloseReason.LEFT, clip(reason) or "LeaveRoom")
 
     async def serve_stream(self, user_id: str, stream: Any, first: AudioChunk) -> StreamEnd:
         if self.shutting_down:
@@ -164,6 +190,8 @@ class SessionRegistry:
     ) -> ActivePlayback:
         """Validate a PlayAudio request and start it in the user's session."""
         session = self.get(user_id)
+        check_length("request_id", request_id, MAX_ID_CHARS)
+        check_length("audio_url", url, MAX_URL_CHARS)
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidRequestError("audio_url must be an http:// or https:// URL")
@@ -183,7 +211,7 @@ class SessionRegistry:
         return await session.start_playback(request, self.playback)
 
     async def stop_audio(self, user_id: str, request_id: str, track_id: int | None, reason: str) -> list[str]:
-        return await self.get(user_id).stop_playbacks(request_id, track_id, reason)
+        return await self.get(user_id).stop_playbacks(request_id, track_id, clip(reason))
 
     async def close_all(self, reason: CloseReason, timeout_s: float) -> None:
         """Close every session and wait (at most ``timeout_s``) until each is torn down."""
@@ -198,12 +226,25 @@ class SessionRegistry:
         if self._sessions.get(session.user_id) is session:  # it had joined (not a failed join)
             del self._sessions[session.user_id]
             self.metrics.session_ended(session)
+        self._drop_tombstone(session.user_id)
         if session.close_reason is not CloseReason.REPLACED:
-            self._tombstones[session.user_id] = Tombstone(
-                at_ms=session.status.last_disconnect_at_ms or now_ms(), reason=session.close_detail
+            tombstone = Tombstone(
+                at_ms=session.status.last_disconnect_at_ms or now_ms(), reason=clip(session.close_detail)
             )
-            self._tombstones.move_to_end(session.user_id)
-            while len(self._tombstones) > _TOMBSTONES:
-                self._tombstones.popitem(last=False)
-        else:
-            self._tombstones.pop(session.user_id, None)
+            self._tombstones[session.user_id] = tombstone
+            self._tombstone_bytes += _tombstone_size(session.user_id, tombstone)
+            while len(self._tombstones) > _TOMBSTONES or self._tombstone_bytes > _TOMBSTONE_BYTES:
+                self._drop_tombstone(next(iter(self._tombstones)))
+
+    def _drop_tombstone(self, user_id: str) -> None:
+        tombstone = self._tombstones.pop(user_id, None)
+        if tombstone is not None:
+            self._tombstone_bytes -= _tombstone_size(user_id, tombstone)
+
+    @property
+    def tombstone_bytes(self) -> int:
+        return self._tombstone_bytes
+
+
+def _tombstone_size(user_id: str, tombstone: Tombstone) -> int:
+    return _TOMBSTONE_OVERHEAD_BYTES + len(user_id.encode()) + len(tombstone.reason.encode())

@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import trio
 from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 from trio_asyncio import aio_as_trio
 
 from ._gen.mentra.livekit.bridge import AudioChunk
@@ -43,7 +44,7 @@ from .config import BridgeConfig
 from .diagnostics import tasks_under
 from .errors import AudioFormatError, InvalidRequestError, SessionNotFoundError
 from .livekit_io.inbound import CLOUD_SAMPLE_RATE, forward_audio_track
-from .livekit_io.outbound import TrackPublisher
+from .livekit_io.outbound import TrackPublisher, TrackPublishError
 from .livekit_io.room import RoomEvent, RoomLink, open_event_channel
 from .playback import ErrorCode, PlaybackError, PlaybackEvents, PlaybackRequest, PlaybackServices, play
 
@@ -55,6 +56,9 @@ _CLEANUP_TIMEOUT_S = 5.0
 """Upper bound on a session's cleanup (room disconnect); it never blocks the registry longer."""
 
 _BYTES_PER_MS = CLOUD_SAMPLE_RATE * 2 // 1000
+
+_MAX_SEQUENCE_SOURCES = 64
+"""Participants whose sequence bytes a session tracks; packets of any more still flow, untracked."""
 
 
 class CloseReason(enum.Enum):
@@ -92,6 +96,7 @@ class SessionCounters:
     track_chunks: int = 0
     streams_attached: int = 0
     failures: int = 0
+    track_publish_failures: int = 0
 
 
 @dataclass
@@ -241,15 +246,22 @@ class BridgeSession:
         """Record a call for this session (resets the idle TTL)."""
         self._last_activity = trio.current_time()
 
+    @property
+    def busy(self) -> bool:
+        """A stream is attached or a playback is playing: the session is in use, whatever the clock."""
+        return self._attachment is not None or bool(self._playbacks)
+
     async def _close_when_idle(self) -> None:
         ttl = self._config.session_idle_ttl_s
         while True:
             idle_for = trio.current_time() - self._last_activity
-            if self._attachment is None and idle_for >= ttl:
+            if not self.busy and idle_for >= ttl:
                 log.info("closing idle session", extra={"user_id": self.user_id})
-                self.close(CloseReason.IDLE, f"no stream and no call for {ttl:g} s")
+                self.close(CloseReason.IDLE, f"no stream, playback or call for {ttl:g} s")
                 return
-            await trio.sleep(ttl - idle_for if self._attachment is None else ttl)
+            # Whatever ends a stream or a playback also touches the session, so waking after a
+            # full TTL (when busy) or when the quiet time would run out is enough.
+            await trio.sleep(ttl if self.busy else ttl - idle_for)
 
     # --- room -> cloud -----------------------------------------------------------------------------
 
@@ -265,9 +277,10 @@ class BridgeSession:
         seq, pcm = split_sequence_byte(payload)
         if seq is not None:
             tracker = self.sequences.get(identity)
-            if tracker is None:
+            if tracker is None and len(self.sequences) < _MAX_SEQUENCE_SOURCES:
                 tracker = self.sequences[identity] = SequenceTracker()
-            tracker.observe(seq)
+            if tracker is not None:
+                tracker.observe(seq)
         self.counters.data_packets += 1
         self.counters.data_bytes += len(pcm)
         if pcm:
@@ -327,10 +340,21 @@ class BridgeSession:
                 track_id,
                 sample_rate=self._config.publish_sample_rate,
                 queue_ms=self._config.publish_queue_ms,
+                publish_timeout_s=self._config.track_publish_timeout_s,
             )
             self._publishers[track_id] = publisher
-            self._nursery.start_soon(aio_as_trio(publisher.run), name=f"publisher:{publisher.name}")
+            self._nursery.start_soon(self._run_publisher, publisher, name=f"publisher:{publisher.name}")
         return publisher
+
+    async def _run_publisher(self, publisher: TrackPublisher) -> None:
+        await aio_as_trio(publisher.run)()
+        # run() returns only when publishing failed (else it lasts as long as the session): what
+        # waited for the track has failed with TrackPublishError; the next use tries again.
+        if publisher.failure is not None:
+            self.counters.track_publish_failures += 1
+            log.warning("%s", publisher.failure, extra={"user_id": self.user_id})
+        if self._publishers.get(publisher.track_id) is publisher:
+            del self._publishers[publisher.track_id]
 
     async def publish(self, track_id: int, samples: npt.NDArray[np.int16]) -> None:
         """Cloud PCM (mono, publish rate) onto ``track_id``'s track; dropped while a playback owns the
@@ -401,6 +425,14 @@ class BridgeSession:
                     )
         except* AudioFormatError as group:
             attachment.end = StreamEnd(Status.INVALID_ARGUMENT, str(group.exceptions[0]))
+        except* GRPCError as group:
+            # The server refused what the cloud sent (an oversized message): answer as it said.
+            refused = group.exceptions[0]
+            assert isinstance(refused, GRPCError)
+            attachment.end = StreamEnd(refused.status, refused.message or "")
+        except* TrackPublishError as group:
+            # The session stays and keeps queueing room audio for the next StreamAudio call.
+            attachment.end = StreamEnd(Status.FAILED_PRECONDITION, str(group.exceptions[0]))
         except* Exception as group:
             # The cloud's connection broke, or a bug: the stream ends, the session stays.
             err = group.exceptions[0]
@@ -435,12 +467,17 @@ class BridgeSession:
         """
         if request.request_id in self._playbacks:
             raise InvalidRequestError(f"request_id {request.request_id} is already playing")
-        publisher = self.publisher_for(request.track_id)
         displaced = [
             playback
             for playback in self._playbacks.values()
             if request.stop_other or playback.request.track_id == request.track_id
         ]
+        cap = self._config.max_playbacks_per_session
+        if len(self._playbacks) - len(displaced) >= cap:
+            return self._refused(
+                request, services, ErrorCode.TOO_MANY_PLAYBACKS, f"{cap} playbacks are already in flight"
+            )
+        publisher = self.publisher_for(request.track_id)
         for playback in displaced:
             why = "stop_other" if request.stop_other else f"a new playback on track {request.track_id}"
             playback.stop(ErrorCode.INTERRUPTED, f"interrupted by {request.request_id} ({why})")
@@ -457,6 +494,17 @@ class BridgeSession:
         self._nursery.start_soon(
             self._run_playback, playback, publisher, services, name=f"playback:{request.request_id}"
         )
+        return playback
+
+    @staticmethod
+    def _refused(
+        request: PlaybackRequest, services: PlaybackServices, code: str, detail: str
+    ) -> ActivePlayback:
+        """A playback that never starts: its event stream is one FAILED event."""
+        playback = ActivePlayback(request, PlaybackEvents(request.request_id), requested_at=time.monotonic())
+        playback.events.fail(code, detail)
+        services.stats.record_end(code)
+        playback.done.set()
         return playback
 
     async def _run_playback(
@@ -487,6 +535,7 @@ class BridgeSession:
                 publisher.owner = None
             if self._playbacks.get(playback.request.request_id) is playback:
                 del self._playbacks[playback.request.request_id]
+            self.touch()  # the idle TTL counts from the end of the last playback
             self._record_playback_end(playback, services)
             playback.done.set()
 

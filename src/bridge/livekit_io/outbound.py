@@ -9,6 +9,11 @@ real time passes, so nothing upstream runs ahead of real time by more than that.
 
 A playback *owns* its track while it plays: cloud PCM for that track is dropped (and counted) rather
 than interleaved with the playback's frames.
+
+Publishing can fail (a token without publish permission) or hang (a server that never answers). Either
+way ``run`` returns instead of raising, after at most ``publish_timeout_s``, and every ``capture``
+waiting for the track raises ``TrackPublishError``: the playback or stream that needed the track fails
+with that message, and the session (its microphone path above all) goes on.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from livekit import rtc
 
 from .room import RoomLink
 
-__all__ = ["TrackPublisher", "track_name"]
+__all__ = ["TrackPublishError", "TrackPublisher", "track_name"]
 
 _TRACK_NAMES = {0: "speaker", 1: "app_audio", 2: "tts"}
 
@@ -32,14 +37,29 @@ def track_name(track_id: int) -> str:
     return _TRACK_NAMES.get(track_id, f"track_{track_id}")
 
 
+class TrackPublishError(Exception):
+    """The track could not be published; ``str(err)`` says which track and why."""
+
+
 class TrackPublisher:
-    def __init__(self, room: RoomLink, track_id: int, *, sample_rate: int, queue_ms: int) -> None:
+    def __init__(
+        self,
+        room: RoomLink,
+        track_id: int,
+        *,
+        sample_rate: int,
+        queue_ms: int,
+        publish_timeout_s: float = 10.0,
+    ) -> None:
         self.track_id = track_id
         self.name = track_name(track_id)
         self.sample_rate = sample_rate
         self._room = room
         self._queue_ms = queue_ms
+        self._publish_timeout_s = publish_timeout_s
         self._source: rtc.AudioSource | None = None
+        self.failure: str | None = None
+        """Why publishing failed, once it has."""
         self._ready = asyncio.Event()
         self._capturing = asyncio.Lock()
         self.owner: object | None = None
@@ -52,12 +72,24 @@ class TrackPublisher:
         self.samples_skipped_catching_up = 0
 
     async def run(self) -> None:
-        """Own the track's lifetime: publish it, then wait until cancelled (asyncio side)."""
+        """Own the track's lifetime: publish it, then wait until cancelled (asyncio side).
+
+        Returns (never raises) when publishing fails or takes longer than ``publish_timeout_s``.
+        """
         source = rtc.AudioSource(self.sample_rate, 1, queue_size_ms=self._queue_ms)
         try:
             track = rtc.LocalAudioTrack.create_audio_track(self.name, source)
             options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-            publication = await self._room.room.local_participant.publish_track(track, options)
+            try:
+                publication = await asyncio.wait_for(
+                    self._room.room.local_participant.publish_track(track, options), self._publish_timeout_s
+                )
+            except TimeoutError:
+                self._fail(f"not published within {self._publish_timeout_s:g} s")
+                return
+            except Exception as err:  # the SDK's PublishTrackError, or the room going away
+                self._fail(f"{type(err).__name__}: {err}")
+                return
             self.track_sid = publication.sid
             self._source = source
             self._ready.set()
@@ -67,6 +99,10 @@ class TrackPublisher:
             # server here would only slow teardown down.
             self._source = None
             await source.aclose()
+
+    def _fail(self, reason: str) -> None:
+        self.failure = f"track {self.track_id} ({self.name}) could not be published: {reason}"
+        self._ready.set()  # wake every waiting capture: it raises TrackPublishError
 
     async def capture(
         self, samples: npt.NDArray[np.int16], *, owner: object | None = None, real_time: bool = False
@@ -87,6 +123,8 @@ class TrackPublisher:
         if not self._ready.is_set():
             waited_from = time.monotonic()
             await self._ready.wait()
+            if self.failure is not None:
+                raise TrackPublishError(self.failure)
             if real_time:
                 self._catch_up_samples += round((time.monotonic() - waited_from) * self.sample_rate)
         if real_time and self._catch_up_samples:
@@ -97,6 +135,8 @@ class TrackPublisher:
             if not len(samples):
                 return True
         frame = rtc.AudioFrame(samples.tobytes(), self.sample_rate, 1, len(samples))
+        if self.failure is not None:
+            raise TrackPublishError(self.failure)
         async with self._capturing:
             if self._source is None:
                 raise RuntimeError(f"track {self.name} is closed")

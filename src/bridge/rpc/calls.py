@@ -13,6 +13,7 @@ from ..errors import (
     AudioFormatError,
     BridgeError,
     InvalidRequestError,
+    NotAllowedError,
     SessionNotFoundError,
     ShuttingDownError,
 )
@@ -24,6 +25,7 @@ T = TypeVar("T")
 
 _STATUS: list[tuple[type[BridgeError], Status]] = [
     (InvalidRequestError, Status.INVALID_ARGUMENT),
+    (NotAllowedError, Status.PERMISSION_DENIED),
     (AudioFormatError, Status.INVALID_ARGUMENT),
     (SessionNotFoundError, Status.NOT_FOUND),
     (ShuttingDownError, Status.UNAVAILABLE),

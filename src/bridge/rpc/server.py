@@ -1,37 +1,86 @@
-"""grpclib's Server, with an HTTP/2 stream limit that fits a cloud multiplexing all its users.
+"""grpclib's Server, with the limits a server exposed to a network needs and grpclib lacks.
 
-h2 advertises MAX_CONCURRENT_STREAMS = 100 and grpclib does not change it, so a cloud that keeps one
-StreamAudio per user on one connection would see its 101st call wait forever. The bridge advertises
-``BRIDGE_MAX_STREAMS_PER_CONNECTION`` instead. (grpclib has no setting for it: the two private
-hooks used here are covered by tests/integration/test_server.py.)
+- **Streams per connection.** h2 advertises MAX_CONCURRENT_STREAMS = 100 and grpclib does not change
+  it, so a cloud that keeps one StreamAudio per user on one connection would see its 101st call wait
+  forever. The bridge advertises ``BRIDGE_MAX_STREAMS_PER_CONNECTION`` instead.
+- **Message size.** grpclib reads a message's declared length and then buffers that many bytes
+  (acknowledging flow control as it goes), so one call could make the process hold gigabytes. Here a
+  message longer than ``BRIDGE_MAX_MESSAGE_BYTES`` ends its call with RESOURCE_EXHAUSTED before any of
+  its body is read; a compressed message (which grpclib cannot decode) ends with UNIMPLEMENTED.
+- **Health watches.** ``grpc.health.v1.Health/Watch`` needs no token and lives until the caller
+  leaves: at most ``BRIDGE_MAX_HEALTH_WATCHES`` run at once, the next one is RESOURCE_EXHAUSTED.
+
+grpclib has no setting for any of these; the private hooks used here are covered by
+tests/integration/test_server.py and tests/integration/test_limits.py.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Collection
-from typing import Any
+from typing import Any, TypeVar
 
+import grpclib.server
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from grpclib.health.service import Health
 from grpclib.protocol import H2Protocol
 from grpclib.server import Handler, Server
 from h2.settings import SettingCodes
 
-__all__ = ["BridgeServer"]
+__all__ = ["BoundedHealth", "BridgeServer"]
+
+T = TypeVar("T")
+
+_DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+"""For grpclib servers in this process that are not a BridgeServer (gRPC's own default)."""
 
 
 class _Protocol(H2Protocol):
     max_streams = 100
+    max_message_bytes = _DEFAULT_MAX_MESSAGE_BYTES
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
+        # Read by _bounded_recv_message: the limit travels with the connection, not a global.
+        self.connection.max_message_bytes = self.max_message_bytes  # type: ignore[attr-defined]
         self.connection._connection.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams})
         self.connection.flush()
 
 
+async def _bounded_recv_message(stream: Any, codec: Any, message_type: type[T]) -> T | None:
+    """grpclib.stream.recv_message, refusing a message before buffering more than the limit."""
+    meta = await stream.recv_data(5)
+    if not meta:
+        return None
+    compressed, length = struct.unpack(">?I", meta)
+    if compressed:
+        raise GRPCError(Status.UNIMPLEMENTED, "compressed messages are not supported")
+    limit = getattr(stream.connection, "max_message_bytes", _DEFAULT_MAX_MESSAGE_BYTES)
+    if length > limit:
+        raise GRPCError(
+            Status.RESOURCE_EXHAUSTED, f"message of {length} bytes is larger than the limit of {limit} bytes"
+        )
+    body = await stream.recv_data(length)
+    if len(body) != length:
+        raise GRPCError(Status.INVALID_ARGUMENT, "the message ended before its declared length")
+    message: T = codec.decode(body, message_type)
+    return message
+
+
+# grpclib's server Stream calls this module-level name for every message it receives.
+grpclib.server.recv_message = _bounded_recv_message  # type: ignore[attr-defined]
+
+
 class BridgeServer(Server):
-    def __init__(self, handlers: Collection[Any], *, max_streams_per_connection: int) -> None:
+    def __init__(
+        self, handlers: Collection[Any], *, max_streams_per_connection: int, max_message_bytes: int
+    ) -> None:
         super().__init__(handlers)
         self._protocol_class = type(
-            "BridgeH2Protocol", (_Protocol,), {"max_streams": max_streams_per_connection}
+            "BridgeH2Protocol",
+            (_Protocol,),
+            {"max_streams": max_streams_per_connection, "max_message_bytes": max_message_bytes},
         )
 
     def _protocol_factory(self) -> H2Protocol:
@@ -40,3 +89,21 @@ class BridgeServer(Server):
         self._handlers.add(handler)
         protocol: H2Protocol = self._protocol_class(handler, self._config, self._h2_config)
         return protocol
+
+
+class BoundedHealth(Health):
+    """The standard health service, with a cap on Watch streams open at once."""
+
+    def __init__(self, checks: Any, *, max_watches: int) -> None:
+        super().__init__(checks)
+        self._max_watches = max_watches
+        self.watches = 0
+
+    async def Watch(self, stream: Any) -> None:  # the gRPC method's name
+        if self.watches >= self._max_watches:
+            raise GRPCError(Status.RESOURCE_EXHAUSTED, f"{self._max_watches} health watches are already open")
+        self.watches += 1
+        try:
+            await super().Watch(stream)
+        finally:
+            self.watches -= 1

@@ -36,7 +36,7 @@ from .._gen.mentra.livekit.bridge import (
     StopAudioRequest,
     StopAudioResponse,
 )
-from ..errors import SessionNotFoundError
+from ..errors import BridgeError, SessionNotFoundError
 from ..metrics import RpcTimer
 from ..playback import ErrorCode
 from .calls import grpc_error, in_trio
@@ -97,7 +97,10 @@ class LiveKitBridgeService:
         async def call(stream: Any) -> None:
             timer = RpcTimer(metrics, method)
             try:
-                await fn(stream)
+                try:
+                    await fn(stream)
+                except BridgeError as err:  # raised on the asyncio side, not through in_trio
+                    raise grpc_error(err) from None
             except GRPCError as err:
                 timer.done(err.status.name, timed=timed)
                 raise
