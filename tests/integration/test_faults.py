@@ -185,6 +185,8 @@ async def test_a_cloud_that_stops_reading_costs_bounded_memory_and_nobody_else_a
                 senders.start_soon(aio_as_trio(participants.send_packets), fine_phone, normal, 0.1, True)
             stuck = bridge.state.registry.get("stuck")
             queue = stuck.cloud_queue
+            # Reliable packets all arrive, the last ones a moment after the phone's send returned.
+            await wait_until(lambda: stuck.counters.data_packets == len(flood), what="every flood packet")
             print(
                 f"stuck session: {stuck.counters.data_packets} packets in, queue {queue.queued_bytes} B "
                 f"(bound {queue.max_bytes}), dropped {queue.dropped_chunks}"

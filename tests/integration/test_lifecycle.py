@@ -125,7 +125,7 @@ async def test_a_session_without_stream_or_calls_is_reaped_after_the_idle_ttl(
             # ... leaves a session that is reaped once the TTL has passed without calls.
             await wait_until(lambda: len(bridge.state.registry) == 0, timeout_s=5, what="idle session reaped")
             tombstone = bridge.state.registry.tombstone(user)
-            assert tombstone is not None and "no stream and no call" in tombstone.reason
+            assert tombstone is not None and "no stream, playback or call" in tombstone.reason
             await bridge.reconnect()
             await bridge.census()
             await assert_back_to(baseline)
