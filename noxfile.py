@@ -18,12 +18,14 @@ LINT_TOOLS = ["ruff==0.17.6", "mypy==2.4.1", "types-protobuf"]
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff (format + rules), mypy strict on src/, and a check that src/bridge/_gen matches proto/."""
+    """ruff (format + rules), mypy strict on src/, and checks that src/bridge/_gen matches proto/ and the
+    README's settings table matches the code."""
     session.install("-e", ".[test]", *LINT_TOOLS, *PROTO_TOOLS)
     session.run("ruff", "format", "--check", "src", "tests", "tools", "bench", "noxfile.py")
     session.run("ruff", "check", "src", "tests", "tools", "bench", "noxfile.py")
     session.run("mypy")
     session.run("python", "tools/gen_proto.py", "--check")
+    session.run("python", "tools/gen_settings_table.py", "--check")
 
 
 @nox.session(python=PYTHON)

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import stat
 import time
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ from trio_asyncio import aio_as_trio
 from . import diagnostics
 from .access import describe_protection, install_token_check, server_ssl_context
 from .config import BridgeConfig
+from .errors import StartupError
 from .fetch import FetchLimits, HostPolicy, make_fetch_client
 from .metrics import BridgeMetrics
 from .metrics_server import serve_metrics
@@ -44,8 +46,9 @@ from .playback import PlaybackLimits, PlaybackServices, PlaybackStats
 from .redact import forget_secret, remember_secret
 from .registry import SessionRegistry
 from .rpc.server import BoundedHealth, BridgeServer
-from .rpc.service import VERSION, LiveKitBridgeService
+from .rpc.service import LiveKitBridgeService
 from .session import CloseReason
+from .version import VERSION
 
 __all__ = ["BridgeState", "serve"]
 
@@ -147,17 +150,50 @@ async def _start_server(config: BridgeConfig, state: BridgeState) -> Server:
         rejected = state.metrics.auth_rejected
         install_token_check(server, config.auth_token, on_reject=lambda method: rejected.labels(method).inc())
     if config.grpc_socket:
-        _remove_stale_socket(config.grpc_socket)
-        with _private_umask():
-            await server.start(path=config.grpc_socket)
+        try:
+            _remove_stale_socket(config.grpc_socket)
+            with _private_umask():
+                await server.start(path=config.grpc_socket)
+        except OSError as err:
+            raise StartupError(
+                f"cannot listen on {config.grpc_socket} (LIVEKIT_GRPC_SOCKET): {err}"
+            ) from None
         state.address = f"unix:{config.grpc_socket}"
     else:
-        await server.start(config.host, config.port, ssl=server_ssl_context(config))
+        ssl_context = _checked_ssl_context(config)
+        try:
+            await server.start(config.host, config.port, ssl=ssl_context)
+        except OSError as err:
+            raise StartupError(
+                f"cannot listen on {config.host}:{config.port} (BRIDGE_HOST, PORT): {err.strerror or err}"
+            ) from None
         # grpclib does not expose the bound address; port 0 (tests) needs it.
         listener = cast(asyncio.Server, server._server)
         host, port = listener.sockets[0].getsockname()[:2]
         state.address = f"{host}:{port}"
     return server
+
+
+def _checked_ssl_context(config: BridgeConfig) -> ssl.SSLContext | None:
+    try:
+        return server_ssl_context(config)
+    except (OSError, ssl.SSLError) as err:
+        client_ca = f" or BRIDGE_TLS_CLIENT_CA={config.tls_client_ca}" if config.tls_client_ca else ""
+        raise StartupError(
+            f"cannot load BRIDGE_TLS_CERT={config.tls_cert} / BRIDGE_TLS_KEY={config.tls_key}{client_ca}: "
+            f"{getattr(err, 'strerror', None) or err}"
+        ) from None
+
+
+async def _start_metrics(nursery: trio.Nursery, metrics: BridgeMetrics, config: BridgeConfig) -> int:
+    try:
+        port: int = await nursery.start(serve_metrics, metrics, config.metrics_host, config.metrics_port)
+    except OSError as err:
+        raise StartupError(
+            f"cannot serve metrics on {config.metrics_host}:{config.metrics_port} "
+            f"(BRIDGE_METRICS_HOST, BRIDGE_METRICS_PORT): {err.strerror or err}"
+        ) from None
+    return port
 
 
 async def _let_streams_finish(state: BridgeState) -> None:
@@ -214,12 +250,10 @@ async def _serve(
         metrics = BridgeMetrics()
         state = BridgeState(config, SessionRegistry(config, sessions_nursery, playback, metrics), metrics)
         server = await aio_as_trio(_start_server)(config, state)
-        if config.metrics_port:
-            state.metrics_port = await sessions_nursery.start(
-                serve_metrics, metrics, config.metrics_host, config.metrics_port
-            )
-        log.info("livekit-bridge listening on %s (%s)", state.address, describe_protection(config))
         try:
+            if config.metrics_port:
+                state.metrics_port = await _start_metrics(sessions_nursery, metrics, config)
+            log.info("livekit-bridge listening on %s (%s)", state.address, describe_protection(config))
             task_status.started(state)
             await state._shutdown.wait()
             log.info("shutting down")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .room_url_policy import parse_url_allow_list
 
-__all__ = ["BridgeConfig", "ConfigError"]
+__all__ = ["BridgeConfig", "ConfigError", "env_name"]
 
 
 _PARSERS: dict[str, type[int | float | str]] = {"int": int, "float": float, "str": str}
@@ -37,6 +37,8 @@ class ConfigError(ValueError):
 
 _MIN_TOKEN_CHARS = 16
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 _ENV_NAMES = {
     "host": "BRIDGE_HOST",
     "port": "PORT",
@@ -49,7 +51,8 @@ _ENV_NAMES = {
 """Names kept from the older Go bridge and its playback spec; every other setting is BRIDGE_<NAME>."""
 
 
-def _env_name(setting: str) -> str:
+def env_name(setting: str) -> str:
+    """The environment variable of the BridgeConfig field ``setting``."""
     return _ENV_NAMES.get(setting, "BRIDGE_" + setting.upper())
 
 
@@ -205,7 +208,7 @@ class BridgeConfig:
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         for setting in fields(cls):
-            var = _env_name(setting.name)
+            var = env_name(setting.name)
             raw = env.get(var)
             if setting.name == "auth_token" and raw is not None:
                 values[setting.name] = _checked_token(var, raw)
@@ -213,6 +216,8 @@ class BridgeConfig:
             if raw is None or raw == "":
                 continue
             values[setting.name] = _parse(var, raw, str(setting.type))
+        if "log_level" not in values and env.get("LOG_LEVEL"):
+            values["log_level"] = env["LOG_LEVEL"]  # the playback spec's name for it
         token_file = env.get("BRIDGE_AUTH_TOKEN_FILE")
         if token_file and "auth_token" not in values:
             try:
@@ -251,6 +256,10 @@ class BridgeConfig:
                 f"anyone who can reach it could join rooms as your users.{encrypted_only} Set "
                 "BRIDGE_AUTH_TOKEN and/or BRIDGE_TLS_CLIENT_CA (with BRIDGE_TLS_CERT/KEY)."
             )
+        if self.log_level.upper() not in _LOG_LEVELS:
+            raise ConfigError(
+                f"BRIDGE_LOG_LEVEL (or LOG_LEVEL)={self.log_level!r} must be one of {', '.join(_LOG_LEVELS)}"
+            )
         if self.log_format not in ("text", "json"):
             raise ConfigError("BRIDGE_LOG_FORMAT must be text or json")
         for name in (
@@ -271,7 +280,7 @@ class BridgeConfig:
         ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"{_env_name(name)}={value} must be a positive number")
+                raise ConfigError(f"{env_name(name)}={value} must be a positive number")
         if not 4096 <= self.max_message_bytes <= 64 * 1024 * 1024:
             raise ConfigError("BRIDGE_MAX_MESSAGE_BYTES must be between 4096 and 67108864")
         if not 100 <= self.cloud_queue_ms <= 60_000:
@@ -286,7 +295,7 @@ class BridgeConfig:
             raise ConfigError("BRIDGE_FETCH_MAX_BYTES must be at most 1 GiB")
         for name in ("join_timeout_s", "session_idle_ttl_s", "shutdown_timeout_s", "fetch_read_timeout_s"):
             if getattr(self, name) > 86_400:
-                raise ConfigError(f"{_env_name(name)} must be at most 86400 (a day)")
+                raise ConfigError(f"{env_name(name)} must be at most 86400 (a day)")
         if not 0 <= self.fetch_max_redirects <= 20:
             raise ConfigError("BRIDGE_FETCH_MAX_REDIRECTS must be between 0 and 20")
         if self.track_chunk_ms < 10 or self.track_chunk_ms % 10:

@@ -10,6 +10,9 @@
     ├── AudioFormatError            cloud PCM we cannot use    -> INVALID_ARGUMENT on the stream
     └── ShuttingDownError           the bridge is stopping     -> UNAVAILABLE
 
+``StartupError`` is apart: the bridge cannot start (a port in use, a certificate that does not load),
+and the CLI prints it as one line naming the setting to fix.
+
 Anything else that escapes a session is a bug: it is logged with its traceback and counted, and it
 ends only that session.
 """
@@ -24,6 +27,7 @@ __all__ = [
     "RoomConnectError",
     "SessionNotFoundError",
     "ShuttingDownError",
+    "StartupError",
 ]
 
 
@@ -57,3 +61,7 @@ class AudioFormatError(BridgeError):
 
 class ShuttingDownError(BridgeError):
     """The bridge is shutting down and takes no new sessions or streams."""
+
+
+class StartupError(Exception):
+    """The bridge cannot start; ``str(err)`` names the cause and the setting to change."""

@@ -39,6 +39,7 @@ from .._gen.mentra.livekit.bridge import (
 from ..errors import BridgeError, SessionNotFoundError
 from ..metrics import RpcTimer
 from ..playback import ErrorCode
+from ..version import VERSION
 from .calls import grpc_error, in_trio
 
 if TYPE_CHECKING:
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["SERVICE_NAME", "LiveKitBridgeService"]
 
 SERVICE_NAME = "mentra.livekit.bridge.LiveKitBridge"
-VERSION = "livekit-bridge/0.1.0"
 END_REASON_KEY = "x-bridge-end-reason"
 """Trailing metadata on StreamAudio calls that end with OK: why the bridge ended the call."""
 
