@@ -37,6 +37,7 @@ from trio_asyncio import aio_as_trio
 
 from . import diagnostics
 from .access import describe_protection, install_token_check, server_ssl_context
+from .capacity import raise_open_file_limit
 from .config import BridgeConfig
 from .errors import StartupError
 from .fetch import FetchLimits, HostPolicy, make_fetch_client
@@ -234,6 +235,7 @@ async def serve(
     config: BridgeConfig, *, task_status: trio.TaskStatus[BridgeState] = trio.TASK_STATUS_IGNORED
 ) -> None:
     remember_secret(config.auth_token)
+    raise_open_file_limit()  # before the registry sizes itself by it
     playback = await aio_as_trio(_playback_services)(config)
     try:
         await _serve(config, playback, task_status)
@@ -253,7 +255,13 @@ async def _serve(
         try:
             if config.metrics_port:
                 state.metrics_port = await _start_metrics(sessions_nursery, metrics, config)
-            log.info("livekit-bridge listening on %s (%s)", state.address, describe_protection(config))
+            log.info(
+                "livekit-bridge %s listening on %s (%s); capacity %d sessions",
+                VERSION,
+                state.address,
+                describe_protection(config),
+                state.registry.capacity,
+            )
             task_status.started(state)
             await state._shutdown.wait()
             log.info("shutting down")

@@ -109,6 +109,11 @@ class BridgeConfig:
     prefixes (``wss://lk.example.com/``). Empty (the default) allows any URL, as the older bridge did:
     its clouds send their own. ``LIVEKIT_URL`` is always allowed."""
 
+    max_sessions: int = 0
+    """Sessions this bridge holds at most (``BRIDGE_MAX_SESSIONS``); a JoinRoom beyond it answers
+    RESOURCE_EXHAUSTED. 0 = sized from the machine (capacity.py: 25 per core, within the open-file
+    limit)."""
+
     max_message_bytes: int = 1024 * 1024
     """Largest gRPC message a client may send (``BRIDGE_MAX_MESSAGE_BYTES``); beyond it the call ends
     with RESOURCE_EXHAUSTED before the message is read. A 100 ms audio chunk is 3.2 KB."""
@@ -281,6 +286,8 @@ class BridgeConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{env_name(name)}={value} must be a positive number")
+        if not 0 <= self.max_sessions <= 100_000:
+            raise ConfigError("BRIDGE_MAX_SESSIONS must be between 0 (sized from the machine) and 100000")
         if not 4096 <= self.max_message_bytes <= 64 * 1024 * 1024:
             raise ConfigError("BRIDGE_MAX_MESSAGE_BYTES must be between 4096 and 67108864")
         if not 100 <= self.cloud_queue_ms <= 60_000:

@@ -8,7 +8,8 @@
     ├── SessionNotFoundError        no session for the user    -> NOT_FOUND (or success=false, per contract)
     ├── RoomConnectError            JoinRoom could not connect -> success=false + error
     ├── AudioFormatError            cloud PCM we cannot use    -> INVALID_ARGUMENT on the stream
-    └── ShuttingDownError           the bridge is stopping     -> UNAVAILABLE
+    ├── ShuttingDownError           the bridge is stopping     -> UNAVAILABLE
+    └── CapacityError               the bridge is full         -> RESOURCE_EXHAUSTED
 
 ``StartupError`` is apart: the bridge cannot start (a port in use, a certificate that does not load),
 and the CLI prints it as one line naming the setting to fix.
@@ -22,6 +23,7 @@ from __future__ import annotations
 __all__ = [
     "AudioFormatError",
     "BridgeError",
+    "CapacityError",
     "InvalidRequestError",
     "NotAllowedError",
     "RoomConnectError",
@@ -61,6 +63,10 @@ class AudioFormatError(BridgeError):
 
 class ShuttingDownError(BridgeError):
     """The bridge is shutting down and takes no new sessions or streams."""
+
+
+class CapacityError(BridgeError):
+    """The bridge holds as many sessions as it may (``BRIDGE_MAX_SESSIONS``): join another one."""
 
 
 class StartupError(Exception):

@@ -102,6 +102,17 @@ class _SessionCollector(Collector):
         totals = metrics.totals()
 
         yield GaugeMetricFamily("livekit_bridge_sessions", "Live sessions.", value=len(sessions))
+        if registry is not None:
+            yield GaugeMetricFamily(
+                "livekit_bridge_capacity_sessions",
+                "Sessions this bridge takes at most (BRIDGE_MAX_SESSIONS or the sizing rule).",
+                value=registry.capacity,
+            )
+            yield GaugeMetricFamily(
+                "livekit_bridge_load",
+                "Live sessions / capacity: 1 means full (JoinRoom answers RESOURCE_EXHAUSTED).",
+                value=len(sessions) / registry.capacity,
+            )
         yield GaugeMetricFamily(
             "livekit_bridge_streams",
             "Sessions with an attached StreamAudio call.",

@@ -1,7 +1,13 @@
-"""A minimal HTTP endpoint for Prometheus, served by Trio in the bridge's own task tree.
+"""A minimal HTTP endpoint for Prometheus and probes, served by Trio in the bridge's own task tree.
 
 Not prometheus_client's threaded server: scraping reads session state, and doing that in the Trio
-thread needs no locks. One request per connection, bounded in size and time; ``GET /metrics`` only.
+thread needs no locks. One request per connection, bounded in size and time. GET only:
+
+- ``/metrics``: Prometheus text format;
+- ``/healthz``: 200 while the process serves (for liveness probes that cannot speak gRPC, e.g. when
+  the bridge terminates TLS itself);
+- ``/readyz``: 200 when the bridge takes new sessions, 503 with the reason when it is full or
+  shutting down (readiness: a load balancer stops sending new users).
 """
 
 from __future__ import annotations
@@ -30,6 +36,17 @@ def _response(status: str, content_type: str, body: bytes) -> bytes:
     return head.encode() + body
 
 
+def _not_ready_because(metrics: BridgeMetrics) -> str:
+    registry = metrics.registry
+    if registry is None:
+        return "starting"
+    if registry.shutting_down:
+        return "shutting down"
+    if registry.full:
+        return f"full: {len(registry)} of {registry.capacity} sessions"
+    return ""
+
+
 async def _handle(stream: trio.SocketStream, metrics: BridgeMetrics) -> None:
     async with stream:
         request = b""
@@ -40,10 +57,20 @@ async def _handle(stream: trio.SocketStream, metrics: BridgeMetrics) -> None:
                     break
                 request += data
         parts = request.split(b" ", 2)
-        if len(parts) >= 2 and parts[0] == b"GET" and parts[1].split(b"?")[0] == b"/metrics":
+        path = parts[1].split(b"?")[0] if len(parts) >= 2 and parts[0] == b"GET" else b""
+        if path == b"/metrics":
             reply = _response("200 OK", CONTENT_TYPE_LATEST, generate_latest(metrics.prometheus))
+        elif path == b"/healthz":
+            reply = _response("200 OK", "text/plain", b"ok\n")
+        elif path == b"/readyz":
+            not_ready = _not_ready_because(metrics)
+            reply = (
+                _response("503 Service Unavailable", "text/plain", not_ready.encode() + b"\n")
+                if not_ready
+                else _response("200 OK", "text/plain", b"ready\n")
+            )
         else:
-            reply = _response("404 Not Found", "text/plain", b"GET /metrics\n")
+            reply = _response("404 Not Found", "text/plain", b"GET /metrics, /healthz or /readyz\n")
         with contextlib.suppress(trio.BrokenResourceError):  # the scraper hung up
             await stream.send_all(reply)
 

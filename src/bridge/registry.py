@@ -18,9 +18,11 @@ from urllib.parse import urlsplit
 import trio
 
 from ._gen.mentra.livekit.bridge import AudioChunk
+from .capacity import default_max_sessions
 from .cloud_link import MAX_TRACK_ID, now_ms
 from .config import BridgeConfig
 from .errors import (
+    CapacityError,
     InvalidRequestError,
     NotAllowedError,
     RoomConnectError,
@@ -80,6 +82,9 @@ class SessionRegistry:
         self._tombstone_bytes = 0
         self._room_urls = RoomUrlPolicy.parse(config.livekit_url_allow, always=(config.livekit_url,))
         self.shutting_down = False
+        self.capacity = config.max_sessions or default_max_sessions()
+        self._joining = 0
+        """Joins past the capacity check and not yet in ``_sessions`` (they hold a place too)."""
         self.sessions_started = 0
         self.sessions_failed_to_join = 0
 
@@ -138,37 +143,54 @@ class SessionRegistry:
         lock = self._locks.setdefault(user_id, trio.Lock())
         try:
             async with lock:
-                replaced = False
                 old = self._sessions.get(user_id)
-                if old is not None:
-                    await old.aclose(CloseReason.REPLACED, "replaced by a new JoinRoom")
-                    replaced = True
-                session = BridgeSession(
-                    request, self._config, on_closed=self._forget, background=self._nursery
-                )
+                if old is None:
+                    self._take_place()  # a replacement takes the place of the session it replaces
+                self._joining += 1
                 try:
-                    await self._nursery.start(session.run)
-                except (RoomConnectError, trio.TooSlowError) as err:
-                    timed_out = (
-                        f"could not connect to LiveKit at {request.url}: "
-                        f"timed out after {self._config.join_timeout_s:g} s"
-                    )
-                    message = str(err) if isinstance(err, RoomConnectError) else timed_out
-                    return self._join_failed(user_id, message, replaced)
-                except RuntimeError:
-                    # The session was closed while connecting (shutdown): it never started.
-                    raise ShuttingDownError("bridge shutting down") from None
-                except Exception as err:  # a bug, or the SDK failing in a way we did not foresee
-                    log.exception("join failed unexpectedly", extra={"user_id": user_id})
-                    return self._join_failed(user_id, f"could not join: {type(err).__name__}", replaced)
-                self._sessions[user_id] = session
-                self.sessions_started += 1
-                self.metrics.joins.labels("replaced" if replaced else "ok").inc()
-                log.info("session joined", extra={"user_id": user_id, "replaced": replaced})
-                return JoinOutcome(session, replaced=replaced)
+                    return await self._connect(request, old)
+                finally:
+                    self._joining -= 1
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self._locks.pop(user_id, None)
+
+    def _take_place(self) -> None:
+        if len(self._sessions) + self._joining >= self.capacity:
+            self.metrics.joins.labels("full").inc()
+            raise CapacityError(
+                f"bridge full: it holds {self.capacity} sessions (BRIDGE_MAX_SESSIONS); join another bridge"
+            )
+
+    @property
+    def full(self) -> bool:
+        return len(self._sessions) + self._joining >= self.capacity
+
+    async def _connect(self, request: JoinRequest, old: BridgeSession | None) -> JoinOutcome:
+        user_id, replaced = request.user_id, old is not None
+        if old is not None:
+            await old.aclose(CloseReason.REPLACED, "replaced by a new JoinRoom")
+        session = BridgeSession(request, self._config, on_closed=self._forget, background=self._nursery)
+        try:
+            await self._nursery.start(session.run)
+        except (RoomConnectError, trio.TooSlowError) as err:
+            timed_out = (
+                f"could not connect to LiveKit at {request.url}: "
+                f"timed out after {self._config.join_timeout_s:g} s"
+            )
+            message = str(err) if isinstance(err, RoomConnectError) else timed_out
+            return self._join_failed(user_id, message, replaced)
+        except RuntimeError:
+            # The session was closed while connecting (shutdown): it never started.
+            raise ShuttingDownError("bridge shutting down") from None
+        except Exception as err:  # a bug, or the SDK failing in a way we did not foresee
+            log.exception("join failed unexpectedly", extra={"user_id": user_id})
+            return self._join_failed(user_id, f"could not join: {type(err).__name__}", replaced)
+        self._sessions[user_id] = session
+        self.sessions_started += 1
+        self.metrics.joins.labels("replaced" if replaced else "ok").inc()
+        log.info("session joined", extra={"user_id": user_id, "replaced": replaced})
+        return JoinOutcome(session, replaced=replaced)
 
     def _join_failed(self, user_id: str, message: str, replaced: bool) -> JoinOutcome:
         self.sessions_failed_to_join += 1

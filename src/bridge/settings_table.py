@@ -39,6 +39,10 @@ HELP: dict[str, str] = {
         "prefixes (comma-separated); others get PERMISSION_DENIED. Empty allows any URL, as the older "
         "bridge did (its clouds send their own); `LIVEKIT_URL` is always allowed"
     ),
+    "max_sessions": (
+        "sessions this bridge holds at most; a JoinRoom beyond it answers RESOURCE_EXHAUSTED and "
+        "`/readyz` turns 503. 0 = 25 per CPU core, within the open-file limit (~120 per session)"
+    ),
     "max_message_bytes": (
         "largest gRPC message a client may send; a larger one ends its call with RESOURCE_EXHAUSTED "
         "before it is read"

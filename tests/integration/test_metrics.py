@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-
-import httpx
 import numpy as np
 import pytest
 import trio
-from prometheus_client.parser import text_string_to_metric_families
 from trio_asyncio import aio_as_trio
 
 from bridge._gen.mentra.livekit.bridge import JoinRoomRequest, LeaveRoomRequest, PlayAudioRequest
@@ -19,28 +15,9 @@ from support.cloud import CloudStream
 from support.flows import join, new_room, wait_until
 from support.media_server import MediaServer
 from support.playback import PlaybackCall
+from support.scrape import free_port, scrape
 
 pytestmark = pytest.mark.livekit
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def scrape(port: int) -> dict[str, float]:
-    async with httpx.AsyncClient() as client:  # Trio side: httpx runs on trio natively
-        response = await client.get(f"http://127.0.0.1:{port}/metrics")
-    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
-    samples: dict[str, float] = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if k != "le")
-            if "le" in sample.labels:
-                continue
-            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return samples
 
 
 async def test_metrics_count_packets_losses_rpcs_and_playbacks(aio_loop, livekit_server) -> None:  # type: ignore[no-untyped-def]

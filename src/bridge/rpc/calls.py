@@ -12,6 +12,7 @@ from trio_asyncio import trio_as_aio
 from ..errors import (
     AudioFormatError,
     BridgeError,
+    CapacityError,
     InvalidRequestError,
     NotAllowedError,
     SessionNotFoundError,
@@ -29,6 +30,7 @@ _STATUS: list[tuple[type[BridgeError], Status]] = [
     (AudioFormatError, Status.INVALID_ARGUMENT),
     (SessionNotFoundError, Status.NOT_FOUND),
     (ShuttingDownError, Status.UNAVAILABLE),
+    (CapacityError, Status.RESOURCE_EXHAUSTED),
 ]
 
 

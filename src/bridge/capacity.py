@@ -1,0 +1,48 @@
+"""How many sessions one bridge process takes, and the open-file limit that allows it.
+
+Sizing rule (bench/load.py on a 2-core machine): a mic session costs ~3 % of a core, so ~25 sessions
+fill one with latency still near the SDK's own floor; and each session holds ~120 file descriptors
+(WebRTC sockets and the SDK's pipes), so a process with a soft ``nofile`` limit of 1024 stops near 8.
+``BRIDGE_MAX_SESSIONS=0`` (the default) takes the smaller of the two after raising the soft limit to
+the hard one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+
+__all__ = ["FDS_PER_SESSION", "SESSIONS_PER_CORE", "default_max_sessions", "raise_open_file_limit"]
+
+log = logging.getLogger(__name__)
+
+SESSIONS_PER_CORE = 25
+FDS_PER_SESSION = 120
+_FDS_RESERVED = 128
+"""Descriptors the process needs besides sessions: listeners, the cloud's connections, logs, DNS."""
+_NOFILE_CEILING = 1 << 20
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft ``nofile`` limit to the hard one (capped at 2**20); return the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = _NOFILE_CEILING if hard == resource.RLIM_INFINITY else min(hard, _NOFILE_CEILING)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as err:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, wanted, err)
+    return _NOFILE_CEILING if soft == resource.RLIM_INFINITY else soft
+
+
+def default_max_sessions(cores: int | None = None, open_files: int | None = None) -> int:
+    """The sizing rule above: at least 1."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if open_files is None:
+        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    by_cpu = SESSIONS_PER_CORE * cores
+    by_files = (open_files - _FDS_RESERVED) // FDS_PER_SESSION
+    return max(1, min(by_cpu, by_files))
