@@ -103,7 +103,7 @@ async def running_bridge(livekit: LocalLiveKitServer, **overrides: object) -> As
             yield running
         finally:
             running.channel.close()
-            running.state.request_shutdown()
+            running.state.request_shutdown(immediately=True)  # drain tests drain on their own
 
 
 @pytest.fixture

@@ -9,10 +9,12 @@
             └── sessions nursery
                 └── BridgeSession.run (one per user; its own task tree: see session.py)
 
-``serve`` must run inside ``trio_asyncio.open_loop()``. It stops when ``BridgeState.request_shutdown``
-is called (the CLI does so on SIGTERM/SIGINT) or when it is cancelled: health flips to NOT_SERVING,
-every session is closed with a deadline (their streams end with UNAVAILABLE "bridge shutting down"),
-then the gRPC server closes.
+``serve`` must run inside ``trio_asyncio.open_loop()``. When ``BridgeState.request_shutdown`` is
+called (the CLI does so on SIGTERM/SIGINT) it drains: health flips to NOT_SERVING, new JoinRooms are
+refused, and each session is handed over (its room audio flushed, its stream ended with UNAVAILABLE
+"draining") once its playbacks have finished, all of them by ``BRIDGE_DRAIN_TIMEOUT_S``. A second
+request, or cancellation, skips the drain: every session left is closed with a deadline (streams end
+with UNAVAILABLE "bridge shutting down"), then the gRPC server closes.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class BridgeState:
     health: ServiceStatus = field(default_factory=ServiceStatus)
     health_service: BoundedHealth | None = None
     _shutdown: trio.Event = field(default_factory=trio.Event)
+    _now: trio.Event = field(default_factory=trio.Event)
 
     def count_call(self, _stream: Any) -> None:
         self.calls += 1
@@ -89,7 +92,14 @@ class BridgeState:
         if self.active_streams == 0:
             self._no_streams.set()
 
-    def request_shutdown(self) -> None:
+    @property
+    def shutdown_requested(self) -> bool:
+        return self._shutdown.is_set()
+
+    def request_shutdown(self, *, immediately: bool = False) -> None:
+        """Drain, then stop; a second request (or ``immediately``) skips what is left of the drain."""
+        if self._shutdown.is_set() or immediately:
+            self._now.set()
         self._shutdown.set()
 
     def health_metadata(self) -> dict[str, str]:
@@ -264,6 +274,8 @@ async def _serve(
             )
             task_status.started(state)
             await state._shutdown.wait()
+            state.health.set(False)
+            await state.registry.drain(config.drain_timeout_s, state._now)
             log.info("shutting down")
         finally:
             with trio.CancelScope(shield=True):

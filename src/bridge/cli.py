@@ -19,7 +19,7 @@ from dataclasses import fields, replace
 import trio
 import trio_asyncio
 
-from .app import serve
+from .app import BridgeState, serve
 from .config import BridgeConfig, ConfigError, env_name
 from .errors import StartupError
 from .logs import configure_logging
@@ -35,13 +35,23 @@ EXIT_STARTUP_FAILED = 2
 
 
 async def _run(config: BridgeConfig) -> None:
-    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
-        state = await nursery.start(serve, config)
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                log.info("received %s", signal.Signals(signum).name)
-                state.request_shutdown()
-                break
+    """Serve until a signal: the first drains (BRIDGE_DRAIN_TIMEOUT_S), a second stops at once."""
+    listening = trio.CancelScope()
+
+    async def serve_then_stop_listening(task_status: trio.TaskStatus[BridgeState]) -> None:
+        try:
+            await serve(config, task_status=task_status)
+        finally:
+            listening.cancel()
+
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+            state: BridgeState = await nursery.start(serve_then_stop_listening)
+            with listening:
+                async for signum in signals:
+                    again = " again: stopping now" if state.shutdown_requested else ": draining"
+                    log.info("received %s%s", signal.Signals(signum).name, again)
+                    state.request_shutdown()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -97,6 +97,11 @@ class CloudAudioQueue:
         self._bytes = 0
         return batch
 
+    def seal(self) -> None:
+        """Refuse every later put but keep what is queued: the consumer gets it, then QueueClosed."""
+        self._closed = True
+        self._wake()
+
     def close(self) -> None:
         """Refuse every later put, drop what is queued, and wake the consumer with QueueClosed."""
         self._closed = True

@@ -136,8 +136,14 @@ class BridgeConfig:
     session_idle_ttl_s: float = 120.0
     """A session with no cloud stream and no call for this long is closed (``BRIDGE_SESSION_IDLE_TTL_S``)."""
 
+    drain_timeout_s: float = 30.0
+    """On SIGTERM the bridge drains (``BRIDGE_DRAIN_TIMEOUT_S``): it takes no new sessions, lets each
+    session's playbacks finish, then hands the session over (its queued room audio flushed to its
+    stream, which ends with UNAVAILABLE "draining": the client re-joins elsewhere). Sessions still
+    playing at this deadline are handed over anyway. A second signal skips what is left."""
+
     shutdown_timeout_s: float = 10.0
-    """On SIGTERM, sessions get this long to close before exit (``BRIDGE_SHUTDOWN_TIMEOUT_S``)."""
+    """After draining, sessions get this long to close before exit (``BRIDGE_SHUTDOWN_TIMEOUT_S``)."""
 
     cloud_queue_ms: int = 2000
     """Room -> cloud audio a session buffers for its stream before dropping the oldest
@@ -273,6 +279,7 @@ class BridgeConfig:
             "stream_first_message_timeout_s",
             "session_idle_ttl_s",
             "shutdown_timeout_s",
+            "drain_timeout_s",
             "fetch_connect_timeout_s",
             "fetch_read_timeout_s",
             "fetch_max_bytes",
@@ -300,7 +307,13 @@ class BridgeConfig:
             raise ConfigError("BRIDGE_PUBLISH_QUEUE_MS must be between 1 and 10000")
         if self.fetch_max_bytes > 1024 * 1024 * 1024:
             raise ConfigError("BRIDGE_FETCH_MAX_BYTES must be at most 1 GiB")
-        for name in ("join_timeout_s", "session_idle_ttl_s", "shutdown_timeout_s", "fetch_read_timeout_s"):
+        for name in (
+            "join_timeout_s",
+            "session_idle_ttl_s",
+            "shutdown_timeout_s",
+            "drain_timeout_s",
+            "fetch_read_timeout_s",
+        ):
             if getattr(self, name) > 86_400:
                 raise ConfigError(f"{env_name(name)} must be at most 86400 (a day)")
         if not 0 <= self.fetch_max_redirects <= 20:

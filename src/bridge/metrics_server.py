@@ -6,8 +6,8 @@ thread needs no locks. One request per connection, bounded in size and time. GET
 - ``/metrics``: Prometheus text format;
 - ``/healthz``: 200 while the process serves (for liveness probes that cannot speak gRPC, e.g. when
   the bridge terminates TLS itself);
-- ``/readyz``: 200 when the bridge takes new sessions, 503 with the reason when it is full or
-  shutting down (readiness: a load balancer stops sending new users).
+- ``/readyz``: 200 when the bridge takes new sessions, 503 with the reason when it is full,
+  draining or shutting down (readiness: a load balancer stops sending new users).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def _not_ready_because(metrics: BridgeMetrics) -> str:
         return "starting"
     if registry.shutting_down:
         return "shutting down"
+    if registry.draining:
+        return "draining"
     if registry.full:
         return f"full: {len(registry)} of {registry.capacity} sessions"
     return ""

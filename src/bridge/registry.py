@@ -82,6 +82,7 @@ class SessionRegistry:
         self._tombstone_bytes = 0
         self._room_urls = RoomUrlPolicy.parse(config.livekit_url_allow, always=(config.livekit_url,))
         self.shutting_down = False
+        self.draining = False
         self.capacity = config.max_sessions or default_max_sessions()
         self._joining = 0
         """Joins past the capacity check and not yet in ``_sessions`` (they hold a place too)."""
@@ -140,6 +141,8 @@ class SessionRegistry:
         request = self._join_request(user_id, url, token, room_name, target_identity)
         if self.shutting_down:
             raise ShuttingDownError("bridge shutting down")
+        if self.draining:
+            raise ShuttingDownError("bridge draining: join another bridge")
         lock = self._locks.setdefault(user_id, trio.Lock())
         try:
             async with lock:
@@ -234,6 +237,29 @@ class SessionRegistry:
 
     async def stop_audio(self, user_id: str, request_id: str, track_id: int | None, reason: str) -> list[str]:
         return await self.get(user_id).stop_playbacks(request_id, track_id, clip(reason))
+
+    async def drain(self, timeout_s: float, cut_short: trio.Event) -> None:
+        """Take no new sessions; hand each session over once none of its playbacks is playing, and
+        every one still left at ``timeout_s`` (or when ``cut_short`` is set) at once."""
+        self.draining = True
+        log.info("draining %d sessions (at most %g s)", len(self._sessions), timeout_s)
+        async with trio.open_nursery() as handovers:
+
+            def hand_over(session: BridgeSession) -> None:
+                if not session.closing:
+                    handovers.start_soon(session.hand_over, name=f"hand_over:{session.user_id}")
+
+            with trio.move_on_after(timeout_s):
+                while self._sessions and not cut_short.is_set():
+                    for session in self.sessions():
+                        if not session.playing:
+                            hand_over(session)
+                    # Playbacks end on their own schedule; a short poll is simpler than a
+                    # registry-wide "something ended" event and costs nothing measurable.
+                    with trio.move_on_after(0.05):
+                        await cut_short.wait()
+            for session in self.sessions():
+                hand_over(session)
 
     async def close_all(self, reason: CloseReason, timeout_s: float) -> None:
         """Close every session and wait (at most ``timeout_s``) until each is torn down."""

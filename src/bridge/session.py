@@ -57,6 +57,9 @@ _CLEANUP_TIMEOUT_S = 5.0
 
 _BYTES_PER_MS = CLOUD_SAMPLE_RATE * 2 // 1000
 
+_FLUSH_TIMEOUT_S = 1.0
+"""On a hand-over, how long the stream may take to send the room audio still queued for it."""
+
 _MAX_SEQUENCE_SOURCES = 64
 """Participants whose sequence bytes a session tracks; packets of any more still flow, untracked."""
 
@@ -67,6 +70,7 @@ class CloseReason(enum.Enum):
     ROOM_DISCONNECTED = "room_disconnected"
     IDLE = "idle"
     SHUTDOWN = "shutdown"
+    DRAINED = "drained"
     FAILED = "failed"
 
 
@@ -117,6 +121,8 @@ class _Attachment:
 
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     done: trio.Event = field(default_factory=trio.Event)
+    flushed: trio.Event = field(default_factory=trio.Event)
+    """The send loop has sent everything the (sealed) cloud queue held."""
     end: StreamEnd | None = None
 
 
@@ -224,6 +230,23 @@ class BridgeSession:
             return
         await aio_as_trio(self.room.aclose)()
 
+    async def hand_over(self) -> None:
+        """End the session for a drain: flush its queued room audio to its stream, then close it.
+
+        The stream ends with UNAVAILABLE "draining", which tells a client to re-join (elsewhere).
+        """
+        self._set_close_reason(CloseReason.DRAINED, "bridge draining")
+        attachment = self._attachment
+        if attachment is not None:
+            self.cloud_queue.seal()
+            with trio.move_on_after(_FLUSH_TIMEOUT_S):
+                await attachment.flushed.wait()
+        await self.aclose(CloseReason.DRAINED)
+
+    @property
+    def handing_over(self) -> bool:
+        return self.close_reason is CloseReason.DRAINED
+
     def close(self, reason: CloseReason, detail: str = "") -> None:
         """End the session; returns at once. Await ``closed`` to know it is fully torn down."""
         self._set_close_reason(reason, detail)
@@ -245,6 +268,10 @@ class BridgeSession:
     def touch(self) -> None:
         """Record a call for this session (resets the idle TTL)."""
         self._last_activity = trio.current_time()
+
+    @property
+    def playing(self) -> bool:
+        return bool(self._playbacks)
 
     @property
     def busy(self) -> bool:
@@ -412,9 +439,7 @@ class BridgeSession:
                 if previous is not None:  # one consumer of the cloud queue at a time
                     await previous.done.wait()
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(
-                        aio_as_trio(send_loop), stream, self.cloud_queue, self.user_id, self.stream_counters
-                    )
+                    nursery.start_soon(self._send_to_cloud, stream, attachment)
                     nursery.start_soon(
                         aio_as_trio(receive_loop),
                         stream,
@@ -443,6 +468,10 @@ class BridgeSession:
         finally:
             attachment.done.set()
 
+    async def _send_to_cloud(self, stream: Any, attachment: _Attachment) -> None:
+        await aio_as_trio(send_loop)(stream, self.cloud_queue, self.user_id, self.stream_counters)
+        attachment.flushed.set()  # the queue was sealed or closed, and all it held has been sent
+
     def _end_for_close(self) -> StreamEnd:
         reason, detail = self.close_reason, self.close_detail
         if reason is CloseReason.LEFT:
@@ -451,6 +480,8 @@ class BridgeSession:
             return StreamEnd(Status.OK, "session replaced by a new JoinRoom")
         if reason is CloseReason.SHUTDOWN:
             return StreamEnd(Status.UNAVAILABLE, "bridge shutting down")
+        if reason is CloseReason.DRAINED:
+            return StreamEnd(Status.UNAVAILABLE, "bridge draining: join again to continue on another bridge")
         return StreamEnd(Status.UNAVAILABLE, f"session ended: {detail}")
 
     # --- server-side playback ----------------------------------------------------------------------

@@ -60,7 +60,12 @@ HELP: dict[str, str] = {
     "session_idle_ttl_s": (
         "a session with no StreamAudio, no playback playing and no call for this long is closed"
     ),
-    "shutdown_timeout_s": "on SIGTERM/SIGINT, how long sessions get to close",
+    "drain_timeout_s": (
+        "on SIGTERM/SIGINT: no new sessions; each session is handed over (queued audio flushed, stream "
+        'ends UNAVAILABLE "draining" so the client re-joins elsewhere) once its playbacks have '
+        "finished, or at this deadline. A second signal skips the rest"
+    ),
+    "shutdown_timeout_s": "after draining, how long sessions get to close",
     "cloud_queue_ms": "room → cloud audio buffered per session; beyond it the oldest is dropped (counted)",
     "track_chunk_ms": "remote audio tracks are forwarded in chunks of this length",
     "publish_sample_rate": (

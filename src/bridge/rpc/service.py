@@ -232,7 +232,7 @@ class LiveKitBridgeService:
         state = self._state
         status = (
             HealthCheckResponseServingStatus.NOT_SERVING
-            if self._registry.shutting_down
+            if self._registry.shutting_down or self._registry.draining
             else HealthCheckResponseServingStatus.SERVING
         )
         await stream.send_message(
