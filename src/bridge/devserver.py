@@ -127,7 +127,13 @@ def server_version(binary: Path) -> str | None:
     return _versions[key]
 
 
-def find_server_binary(log: Callable[[str], None] = print) -> Path | None:
+def _to_stderr(message: str) -> None:
+    # Notes and build progress never go to stdout: `devserver build` prints the path there, and
+    # tools that run a dev server speak their own protocol on it.
+    print(message, file=sys.stderr, flush=True)
+
+
+def find_server_binary(log: Callable[[str], None] = _to_stderr) -> Path | None:
     """A livekit-server at the pinned version that is already there, without building anything.
 
     In order: ``$LIVEKIT_SERVER_BIN`` (an error if it is not the pinned version: it was named on
@@ -158,7 +164,7 @@ def find_server_binary(log: Callable[[str], None] = print) -> Path | None:
     return cached if _is_executable(cached) else None
 
 
-def ensure_server_binary(log: Callable[[str], None] = print) -> Path:
+def ensure_server_binary(log: Callable[[str], None] = _to_stderr) -> Path:
     """A livekit-server at the pinned version: one already there (:func:`find_server_binary`),
     else built with ``go install`` into the cache, showing progress while it builds."""
     found = find_server_binary(log)
@@ -256,7 +262,7 @@ class _BuildOutput:
         self._thread.join(timeout=5)
 
 
-def _go_install_into(go: str, target: Path, log: Callable[[str], None] = print) -> None:
+def _go_install_into(go: str, target: Path, log: Callable[[str], None] = _to_stderr) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build into a private folder next to the target, then rename: a killed or failed build
     # never leaves a half-written binary at the path that _is_executable() trusts.

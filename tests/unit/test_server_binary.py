@@ -161,3 +161,14 @@ def test_the_cli_reports_a_missing_go_in_one_error_line(
     assert devserver.main(["build"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: livekit-server v1.13.5 is not built yet") and err.count("\n") == 1
+
+
+def test_notes_and_progress_go_to_stderr_so_stdout_holds_only_the_path(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_server(env / "livekit-server", "1.9.0")
+    script(env / "go", FAKE_GO)
+    assert devserver.main(["build"]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{server_binary_path()}\n"
+    assert "not using" in err and "packages compiled" in err and "built livekit-server" in err
