@@ -61,11 +61,12 @@ def test_dev_says_in_one_line_that_python311_is_missing(tmp_path: Path) -> None:
     assert out.stderr.startswith("dev: python3.11 not found on PATH") and out.stderr.count("\n") == 1
 
 
-def externally_managed_python(root: Path) -> Path:
+def externally_managed_python(root: Path, *, leave_out: tuple[str, ...] = ()) -> Path:
     """A copy of this test's base Python whose stdlib folder holds the PEP 668 marker.
 
     The executable is copied (Python finds its prefix from where the executable really is); the
-    stdlib's entries are symlinks; site-packages holds pip only. Returns the ``bin`` folder.
+    stdlib's entries are symlinks (less ``leave_out``); site-packages holds pip only. Returns the
+    ``bin`` folder.
     """
     base_exe = Path(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))
     stdlib = Path(
@@ -80,7 +81,7 @@ def externally_managed_python(root: Path) -> Path:
     for libpython in (Path(sys.base_prefix) / "lib").glob("libpython3*"):  # a $ORIGIN runpath
         (root / "lib" / libpython.name).symlink_to(libpython)
     for entry in stdlib.iterdir():
-        if entry.name not in ("site-packages", "dist-packages", "EXTERNALLY-MANAGED"):
+        if entry.name not in ("site-packages", "dist-packages", "EXTERNALLY-MANAGED", *leave_out):
             (lib / entry.name).symlink_to(entry)
     (lib / "EXTERNALLY-MANAGED").write_text(
         "[externally-managed]\nError=This Python is managed by the system (a test copy).\n"
@@ -154,3 +155,19 @@ def test_dev_gets_nox_working_on_a_python_that_refuses_pip_install(tmp_path: Pat
     print(
         f"./dev first run (venv + nox from PyPI) {first_run_s:.1f}s; a session after it {second_run_s:.1f}s"
     )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="builds a Linux Python layout")
+def test_dev_says_what_to_install_when_python311_cannot_make_a_venv(tmp_path: Path) -> None:
+    # Debian's python3.11 without the python3.11-venv package: no ensurepip, so no venv with pip.
+    py_bin = externally_managed_python(tmp_path / "system-python", leave_out=("ensurepip",))
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH")}
+    env.update(PATH=f"{py_bin}{os.pathsep}/usr/bin:/bin", LIVEKIT_BRIDGE_CACHE=str(tmp_path / "cache"))
+    out = subprocess.run([BASH, str(DEV), "nox", "-l"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.splitlines()[-1] == (
+        "dev: 'python3.11 -m venv' failed: on Debian/Ubuntu install its venv module "
+        "(apt-get install python3.11-venv) and retry."
+    ), out.stderr
+    # Nothing half-made is taken for a working install next time.
+    assert not list((tmp_path / "cache").glob("nox-*/.complete"))
