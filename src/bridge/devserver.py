@@ -102,6 +102,16 @@ def _is_executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
+SERVER_BIN_ENV = "LIVEKIT_SERVER_BIN"
+# livekit-server v1.13.5's go.mod says `go 1.26`; Go >= 1.21 can fetch that toolchain itself
+# (GOTOOLCHAIN=auto, through the module proxy), older ones cannot.
+_GO_NEEDED = (1, 26)
+_GO_CAN_SWITCH = (1, 21)
+_GO_VERSION_RE = re.compile(r"^go(\d+)\.(\d+)")
+# How often a build prints a progress line, and how much of go's output a failure shows.
+_PROGRESS_EVERY_S = 15.0
+_FAILURE_TAIL_LINES = 40
+
 # What `livekit-server --version` prints: "livekit-server version 1.13.5".
 _VERSION_RE = re.compile(r"version v?(\d+\.\d+\.\d+\S*)")
 _versions: dict[tuple[str, int, int], str | None] = {}
@@ -187,17 +197,6 @@ def ensure_server_binary(log: Callable[[str], None] = _to_stderr) -> Path:
     _go_install_into(go, target, log)
     log(f"built livekit-server {LIVEKIT_SERVER_VERSION} in {_elapsed(time.monotonic() - started)}")
     return target
-
-
-SERVER_BIN_ENV = "LIVEKIT_SERVER_BIN"
-# livekit-server v1.13.5's go.mod says `go 1.26`; Go >= 1.21 can fetch that toolchain itself
-# (GOTOOLCHAIN=auto, through the module proxy), older ones cannot.
-_GO_NEEDED = (1, 26)
-_GO_CAN_SWITCH = (1, 21)
-_GO_VERSION_RE = re.compile(r"^go(\d+)\.(\d+)")
-# How often a build prints a progress line, and how much of go's output a failure shows.
-_PROGRESS_EVERY_S = 15.0
-_FAILURE_TAIL_LINES = 40
 
 
 def _elapsed(seconds: float) -> str:
