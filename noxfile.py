@@ -9,6 +9,8 @@ import nox
 nox.options.sessions = ["lint", "tests", "client_ts"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_external_run = True
+# A missing python3.11 fails the session instead of skipping it with a warning (./dev checks first).
+nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
 # The proto generators are pinned: their output is committed and checked for staleness.
@@ -59,4 +61,6 @@ def bridge(session: nox.Session) -> None:
     """Run the bridge; without LIVEKIT_URL it starts a local LiveKit server for you."""
     session.install("-e", ".")
     args = [] if os.environ.get("LIVEKIT_URL") else ["--dev-server"]
+    if args:  # find or build livekit-server first: build progress, and a missing Go as a one-line error
+        session.run("python", "-m", "bridge.devserver", "build")
     session.run("livekit-bridge", *args, *session.posargs)

@@ -3,8 +3,9 @@
 Why a real server: the bridge's behaviour under reconnects, kills and restarts can only be
 trusted when measured against the actual SFU, not a fake. This module therefore:
 
-* builds ``livekit-server`` once with ``go install`` (pinned to :data:`LIVEKIT_SERVER_VERSION`)
-  and caches the binary under :func:`cache_dir`, rebuilding only when it is missing;
+* uses a ``livekit-server`` at the pinned :data:`LIVEKIT_SERVER_VERSION` that is already there
+  (``$LIVEKIT_SERVER_BIN``, else on PATH; its ``--version`` is checked), else builds one once with
+  ``go install`` (progress lines while it builds) and caches it under :func:`cache_dir`;
 * runs it as a subprocess with a config rendered from ``bridge/resources/livekit-dev.yaml``
   that keeps everything on loopback (signal API, ICE candidates, UDP mux, STUN): no packet
   leaves 127.0.0.1;
@@ -23,6 +24,7 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import importlib.resources
 import os
@@ -34,6 +36,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import types
 import urllib.error
@@ -42,6 +45,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import IO
 
 LIVEKIT_SERVER_VERSION = "v1.13.5"
 LIVEKIT_SERVER_MODULE = "github.com/livekit/livekit-server/cmd/server"
@@ -98,24 +102,166 @@ def _is_executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
-def ensure_server_binary(log: Callable[[str], None] = print) -> Path:
-    """Return the cached server binary, building it with ``go install`` if it is missing."""
+SERVER_BIN_ENV = "LIVEKIT_SERVER_BIN"
+# livekit-server v1.13.5's go.mod says `go 1.26`; Go >= 1.21 can fetch that toolchain itself
+# (GOTOOLCHAIN=auto, through the module proxy), older ones cannot.
+_GO_NEEDED = (1, 26)
+_GO_CAN_SWITCH = (1, 21)
+_GO_VERSION_RE = re.compile(r"^go(\d+)\.(\d+)")
+# How often a build prints a progress line, and how much of go's output a failure shows.
+_PROGRESS_EVERY_S = 15.0
+_FAILURE_TAIL_LINES = 40
+
+# What `livekit-server --version` prints: "livekit-server version 1.13.5".
+_VERSION_RE = re.compile(r"version v?(\d+\.\d+\.\d+\S*)")
+_versions: dict[tuple[str, int, int], str | None] = {}
+_skipped: set[str] = set()
+
+
+def server_version(binary: Path) -> str | None:
+    """``vX.Y.Z`` as ``binary --version`` reports it; None if it does not run or says no version."""
+    try:
+        stat = binary.stat()
+    except OSError:
+        return None
+    key = (str(binary), stat.st_mtime_ns, stat.st_size)
+    if key not in _versions:
+        try:
+            out = subprocess.run(
+                [str(binary), "--version"], capture_output=True, text=True, timeout=20, check=False
+            )
+            match = _VERSION_RE.search(out.stdout + out.stderr)
+            _versions[key] = f"v{match.group(1)}" if match else None
+        except (OSError, subprocess.SubprocessError):
+            _versions[key] = None
+    return _versions[key]
+
+
+def _to_stderr(message: str) -> None:
+    # Notes and build progress never go to stdout: `devserver build` prints the path there, and
+    # tools that run a dev server speak their own protocol on it.
+    print(message, file=sys.stderr, flush=True)
+
+
+def find_server_binary(log: Callable[[str], None] = _to_stderr) -> Path | None:
+    """A livekit-server at the pinned version that is already there, without building anything.
+
+    In order: ``$LIVEKIT_SERVER_BIN`` (an error if it is not the pinned version: it was named on
+    purpose), a ``livekit-server`` on PATH (skipped, with a note, at another version), the cache.
+    """
+    named = os.environ.get(SERVER_BIN_ENV)
+    if named:
+        found = shutil.which(named)
+        path = Path(found) if found else Path(named)
+        version = server_version(path) if _is_executable(path) else None
+        if version != LIVEKIT_SERVER_VERSION:
+            what = f"is livekit-server {version}" if version else "does not run as livekit-server --version"
+            raise DevServerError(
+                f"{SERVER_BIN_ENV}={named} {what}; the bridge needs {LIVEKIT_SERVER_VERSION}. "
+                f"Point it at a {LIVEKIT_SERVER_VERSION} binary, or unset it to build one."
+            )
+        return path
+    on_path = shutil.which("livekit-server")
+    if on_path:
+        version = server_version(Path(on_path))
+        if version == LIVEKIT_SERVER_VERSION:
+            return Path(on_path)
+        if on_path not in _skipped:  # said once per process, not at every server start
+            _skipped.add(on_path)
+            shown = version or "(unknown version)"
+            log(f"not using {on_path}: it is livekit-server {shown}, not {LIVEKIT_SERVER_VERSION}")
+    cached = server_binary_path()
+    return cached if _is_executable(cached) else None
+
+
+def ensure_server_binary(log: Callable[[str], None] = _to_stderr) -> Path:
+    """A livekit-server at the pinned version: one already there (:func:`find_server_binary`),
+    else built with ``go install`` into the cache, showing progress while it builds."""
+    found = find_server_binary(log)
+    if found is not None:
+        return found
     target = server_binary_path()
-    if _is_executable(target):
-        return target
     go = shutil.which("go")
     if go is None:
         raise DevServerError(
             f"livekit-server {LIVEKIT_SERVER_VERSION} is not built yet ({target} is missing) and the "
-            "'go' tool was not found on PATH. Install Go >= 1.26 and retry, or put a "
-            f"livekit-server {LIVEKIT_SERVER_VERSION} binary at that path."
+            f"'go' tool was not found on PATH. Install Go >= {_GO_NEEDED[0]}.{_GO_NEEDED[1]} and retry, or "
+            f"put a livekit-server {LIVEKIT_SERVER_VERSION} on PATH or in ${SERVER_BIN_ENV}."
         )
-    log(f"building livekit-server {LIVEKIT_SERVER_VERSION} (takes ~5 min the first time)…")
-    _go_install_into(go, target)
+    _check_go(go)
+    log(
+        f"building livekit-server {LIVEKIT_SERVER_VERSION} into {target} (a few minutes, once; "
+        f"progress every {_PROGRESS_EVERY_S:g}s)…"
+    )
+    started = time.monotonic()
+    _go_install_into(go, target, log)
+    log(f"built livekit-server {LIVEKIT_SERVER_VERSION} in {_elapsed(time.monotonic() - started)}")
     return target
 
 
-def _go_install_into(go: str, target: Path) -> None:
+def _elapsed(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _check_go(go: str) -> None:
+    """Refuse, with what to do, a Go that cannot build the pinned livekit-server."""
+    needed = f"{_GO_NEEDED[0]}.{_GO_NEEDED[1]}"
+    try:
+        out = subprocess.run(
+            [go, "env", "GOVERSION", "GOTOOLCHAIN"], capture_output=True, text=True, timeout=60, check=False
+        ).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError) as err:
+        raise DevServerError(f"'{go} env' failed ({err}); livekit-server needs Go >= {needed}") from err
+    version = out[0].strip() if out else ""
+    toolchain = out[1].strip() if len(out) > 1 else ""
+    match = _GO_VERSION_RE.match(version)
+    found = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    if found >= _GO_NEEDED:
+        return
+    if found < _GO_CAN_SWITCH:
+        raise DevServerError(
+            f"{go} is {version or 'a Go older than 1.16'}: livekit-server {LIVEKIT_SERVER_VERSION} needs "
+            f"Go >= {needed}. Install a newer Go (https://go.dev/dl), or put a livekit-server "
+            f"{LIVEKIT_SERVER_VERSION} on PATH or in ${SERVER_BIN_ENV}."
+        )
+    if toolchain.startswith("local"):
+        raise DevServerError(
+            f"{go} is {version} with GOTOOLCHAIN={toolchain}: livekit-server {LIVEKIT_SERVER_VERSION} "
+            f"needs Go >= {needed}. Set GOTOOLCHAIN=auto (go then fetches go{needed} as a module), "
+            "or install a newer Go."
+        )
+
+
+class _BuildOutput:
+    """Reads ``go install -v`` output in a thread: counts downloads and compiled packages, passes
+    anything else (messages, errors) straight through, keeps a tail for the failure message."""
+
+    def __init__(self, stream: IO[str], log: Callable[[str], None]) -> None:
+        self.downloaded = 0
+        self.compiled = 0
+        self.tail: collections.deque[str] = collections.deque(maxlen=_FAILURE_TAIL_LINES)
+        self._stream = stream
+        self._log = log
+        self._thread = threading.Thread(target=self._read, name="go-install-output", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for raw in self._stream:
+            line = raw.rstrip("\n")
+            self.tail.append(line)
+            if line.startswith("go: downloading "):
+                self.downloaded += 1
+            elif line and " " not in line:
+                self.compiled += 1  # -v prints each package's import path as it is built
+            elif line:
+                self._log(f"  {line}")
+
+    def join(self) -> None:
+        self._thread.join(timeout=5)
+
+
+def _go_install_into(go: str, target: Path, log: Callable[[str], None] = _to_stderr) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build into a private folder next to the target, then rename: a killed or failed build
     # never leaves a half-written binary at the path that _is_executable() trusts.
@@ -130,11 +276,41 @@ def _go_install_into(go: str, target: Path) -> None:
             "GOFLAGS": "-mod=mod",
         }
         spec = f"{LIVEKIT_SERVER_MODULE}@{LIVEKIT_SERVER_VERSION}"
-        # Output is streamed to our stdout/stderr: the first build is long and should show progress.
-        result = subprocess.run([go, "install", spec], env=env, check=False)
+        # -v names each package as it is compiled: counted into a progress line every
+        # _PROGRESS_EVERY_S, so the first build (minutes) is never silent.
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [go, "install", "-v", spec],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
+        assert proc.stdout is not None
+        output = _BuildOutput(proc.stdout, log)
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=_PROGRESS_EVERY_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    log(
+                        f"  … {_elapsed(time.monotonic() - started)}: {output.downloaded} modules "
+                        f"downloaded, {output.compiled} packages compiled"
+                    )
+        finally:
+            if proc.poll() is None:  # interrupted: do not leave go running
+                proc.kill()
+                proc.wait()
+            output.join()
         built = staging / "server"
-        if result.returncode != 0 or not _is_executable(built):
-            raise DevServerError(f"'go install {spec}' failed (exit code {result.returncode})")
+        if proc.returncode != 0 or not _is_executable(built):
+            tail = "\n".join(output.tail)
+            raise DevServerError(
+                f"'go install {spec}' failed (exit code {proc.returncode}); its output ended:\n{tail}"
+            )
         os.replace(built, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -10,21 +10,36 @@ Two kinds, on one registry:
 
 Scrapes run in the Trio thread (metrics_server.py), so reading session state needs no locks.
 The playback metric names are the ones the cloud team built dashboards around (wire contract).
+
+The registry also carries prometheus_client's standard ``process_*``, ``python_gc_*`` and
+``python_info`` families, ``livekit_bridge_build_info`` and the CPU split by thread group
+(threads.py), so the usual process dashboards and alerts work on the bridge as they are.
 """
 
 from __future__ import annotations
 
+import platform
 import time
 from collections import Counter as Tally
 from collections.abc import Iterator
+from importlib import metadata
 from typing import TYPE_CHECKING
 
 import trio_asyncio
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from . import diagnostics, memory
+from .threads import ThreadCpu
+from .version import __version__
 
 if TYPE_CHECKING:
     from .registry import SessionRegistry
@@ -222,6 +237,52 @@ class _SessionCollector(Collector):
             yield c_heap
 
 
+def build_labels() -> dict[str, str]:
+    """What ``livekit_bridge_build_info`` says: this bridge's, Python's and the livekit SDK's versions."""
+
+    def version(distribution: str) -> str:
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    return {
+        "version": __version__,
+        "python": platform.python_version(),
+        "livekit_sdk": version("livekit"),
+    }
+
+
+class _BuildAndThreadsCollector(Collector):
+    def __init__(self) -> None:
+        self._build = build_labels()
+        self._threads = ThreadCpu() if ThreadCpu.available() else None
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        info = GaugeMetricFamily(
+            "livekit_bridge_build_info",
+            "Always 1; the labels say which bridge, Python and livekit SDK are running.",
+            labels=list(self._build),
+        )
+        info.add_metric(list(self._build.values()), 1)
+        yield info
+        if self._threads is None:
+            return
+        seconds, counts = self._threads.read()
+        cpu = CounterMetricFamily(
+            "livekit_bridge_thread_cpu_seconds",
+            "CPU time (user + system) by thread group: python_main runs all of the bridge's Python code, "
+            "tokio the livekit SDK's native runtime, webrtc_* libwebrtc's threads.",
+            labels=["group"],
+        )
+        threads = GaugeMetricFamily("livekit_bridge_threads", "Live OS threads by group.", labels=["group"])
+        for group, value in seconds.items():
+            cpu.add_metric([group], value)
+            threads.add_metric([group], counts[group])
+        yield cpu
+        yield threads
+
+
 class BridgeMetrics:
     """Every metric of one bridge process, on its own registry (tests can run several bridges)."""
 
@@ -279,6 +340,12 @@ class BridgeMetrics:
             registry=reg,
         )
         reg.register(_SessionCollector(self))
+        reg.register(_BuildAndThreadsCollector())
+        # The standard families (process_cpu_seconds_total, process_resident_memory_bytes,
+        # process_open_fds, python_gc_*, python_info): fresh instances on this registry.
+        ProcessCollector(registry=reg)
+        PlatformCollector(registry=reg)
+        GCCollector(registry=reg)
 
     def totals(self) -> Tally[str]:
         """Per-packet counts since start-up: sessions that ended plus the live ones."""

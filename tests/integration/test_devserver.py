@@ -6,18 +6,23 @@ Plain synchronous tests (the SDK test runs its own ``asyncio.run``), every wait 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from bridge.devserver import (
+    SERVER_BIN_ENV,
     DevServerError,
     LocalLiveKitServer,
+    ensure_server_binary,
     render_config,
     server_binary_path,
 )
@@ -173,3 +178,23 @@ def test_stop_does_not_wait_for_connected_participants() -> None:
         srv.close()
     assert proc.returncode == 0, "expected a clean forced shutdown, not SIGKILL"
     assert elapsed < 4.0
+
+
+def test_a_livekit_server_on_path_at_the_pinned_version_runs_instead_of_a_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = ensure_server_binary()
+    on_path = tmp_path / "bin" / "livekit-server"
+    on_path.parent.mkdir()
+    on_path.symlink_to(real)
+    monkeypatch.delenv(SERVER_BIN_ENV, raising=False)
+    monkeypatch.setenv("LIVEKIT_BRIDGE_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("PATH", f"{on_path.parent}{os.pathsep}{os.environ['PATH']}")
+    built = subprocess.run(
+        [sys.executable, "-m", "bridge.devserver", "build"], capture_output=True, text=True, timeout=60
+    )
+    assert built.returncode == 0 and built.stdout.strip() == str(on_path), built
+    with LocalLiveKitServer() as srv:
+        assert srv.process is not None and srv.process.args[0] == str(on_path)
+        assert _get_status(srv.http_url) == 200
+    assert not (tmp_path / "empty-cache").exists()

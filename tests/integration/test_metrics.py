@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import platform
+from importlib import metadata
+
 import numpy as np
 import pytest
 import trio
@@ -70,6 +73,18 @@ async def test_metrics_count_packets_losses_rpcs_and_playbacks(aio_loop, livekit
                     assert live["livekit_bridge_python_allocated_blocks"] > 100_000
                     assert live["livekit_bridge_c_heap_bytes{kind=in_use}"] > 2**20
                     assert live["livekit_bridge_c_heap_bytes{kind=free}"] >= 0
+                    # The standard process families, build info and the CPU split by thread group.
+                    assert live["process_resident_memory_bytes"] > 50 * 2**20
+                    assert live["process_open_fds"] > 10 and live["process_cpu_seconds_total"] > 0
+                    build = (
+                        f"livekit_sdk={metadata.version('livekit')},python={platform.python_version()},"
+                        f"version={metadata.version('livekit-bridge')}"
+                    )
+                    assert live[f"livekit_bridge_build_info{{{build}}}"] == 1
+                    assert live["livekit_bridge_threads{group=tokio}"] >= 1
+                    assert live["livekit_bridge_threads{group=python_main}"] == 1
+                    assert live["livekit_bridge_thread_cpu_seconds_total{group=python_main}"] > 0
+                    assert live["livekit_bridge_thread_cpu_seconds_total{group=tokio}"] > 0
                     # Work waiting to run: every queue is reported (an idle test bridge keeps up).
                     for queue in ("trio_run_sync_soon", "asyncio_handles", "room_events"):
                         assert 0 <= live[f"livekit_bridge_callback_backlog{{queue={queue}}}"] < 1000
