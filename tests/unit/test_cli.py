@@ -131,3 +131,11 @@ def test_a_certificate_that_does_not_load_is_one_line_naming_the_setting(tmp_pat
 
 def test_a_bad_setting_is_one_line_naming_the_variable() -> None:
     _assert_one_line_failure(_run_bridge({"BRIDGE_JOIN_TIMEOUT_S": "soon"}), "BRIDGE_JOIN_TIMEOUT_S='soon'")
+
+
+def test_a_dev_server_that_cannot_start_is_one_line(tmp_path: Path) -> None:
+    fake = tmp_path / "livekit-server"
+    fake.write_text("#!/bin/sh\necho 'livekit-server version 0.0.1'\n")
+    fake.chmod(0o755)
+    result = _run_bridge({"LIVEKIT_SERVER_BIN": str(fake), "PORT": "0"}, "--dev-server")
+    _assert_one_line_failure(result, "local LiveKit server", "0.0.1")
