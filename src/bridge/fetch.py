@@ -5,9 +5,10 @@ address actually connected to. A hostname that resolves to a private address, a 
 ``http://169.254.169.254/``, or DNS rebinding between a check and the connect all meet the same
 check. Proxies from the environment are ignored (a proxy would be the only address we check).
 
-Default policy: only globally routable addresses. Loopback, private (RFC 1918, ULA), link-local
-(including cloud metadata endpoints), CGNAT, multicast and reserved ranges are refused unless listed
-in ``BRIDGE_FETCH_ALLOW_HOSTS`` (hostnames, IPs or CIDRs).
+Default policy: only globally routable addresses (``addresses.is_public``, which also sees through the
+IPv6 forms of IPv4). Loopback, private (RFC 1918, ULA), link-local (including cloud metadata
+endpoints), CGNAT, multicast and reserved ranges are refused unless listed in
+``BRIDGE_FETCH_ALLOW_HOSTS`` (hostnames, IPs or CIDRs).
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import httpcore
 import httpx
 import trio_asyncio  # noqa: F401  (patches asyncio.get_running_loop; see _bind_anyio_to_trio_asyncio)
 
+from .addresses import IPAddress, IPNetwork, is_public
+
 __all__ = ["FetchLimits", "HostNotAllowedError", "HostPolicy", "make_fetch_client"]
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def _bind_anyio_to_trio_asyncio() -> None:
@@ -73,10 +74,11 @@ class HostPolicy:
         return host.lower().rstrip(".") in self.allowed_names
 
     def allows_address(self, address: IPAddress) -> bool:
-        if any(address in network for network in self.allowed_networks):
+        mapped = getattr(address, "ipv4_mapped", None)  # a listed IPv4 also allows ::ffff:<it>
+        candidates = [address] if mapped is None else [address, mapped]
+        if any(candidate in network for candidate in candidates for network in self.allowed_networks):
             return True
-        actual = getattr(address, "ipv4_mapped", None) or address  # ::ffff:10.0.0.1 is 10.0.0.1
-        return actual.is_global and not actual.is_multicast
+        return is_public(address)
 
 
 @dataclass(frozen=True)
