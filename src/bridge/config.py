@@ -99,7 +99,28 @@ class BridgeConfig:
     """``BRIDGE_FETCH_MAX_REDIRECTS``."""
 
     fetch_max_bytes: int = 50 * 1024 * 1024
-    """Larger audio files fail with ``too_large`` (``BRIDGE_FETCH_MAX_BYTES``)."""
+    """Larger audio files fail with ``too_large`` (``BRIDGE_FETCH_MAX_BYTES``). Counted on the bytes as
+    received: the bridge asks for ``identity`` and refuses any Content-Encoding (``unsupported_format``)."""
+
+    fetch_total_timeout_s: float = 30.0
+    """Total time a fetch may wait for its server beyond the audio it has delivered
+    (``BRIDGE_FETCH_TOTAL_TIMEOUT_S``); then it fails with ``timeout``. Waits for the server are summed
+    (name lookup, connect, response headers, every body read); time the download is paused because
+    playback waits for real time is not. A server at least as fast as real time never reaches it, so
+    a 5-minute file may take 5 minutes; one that drips a byte every few seconds is cut after this long.
+    A fetch's waits are thus at most this plus ``SPEAKER_MAX_DURATION_MS``."""
+
+    fetch_max_concurrent: int = 256
+    """Audio fetches the process runs at once (``BRIDGE_FETCH_MAX_CONCURRENT``); beyond it PlayAudio fails
+    with ``too_many_fetches``. Each fetch holds one connection while its audio plays."""
+
+    fetch_max_per_session: int = 4
+    """Audio fetches one session runs at once (``BRIDGE_FETCH_MAX_PER_SESSION``), so one user cannot take
+    the process's share; beyond it PlayAudio fails with ``too_many_fetches``."""
+
+    fetch_resolver_threads: int = 8
+    """Threads for fetch name lookups (``BRIDGE_FETCH_RESOLVER_THREADS``), apart from Trio's default
+    thread pool; a session may use 2 of them, a lookup may take ``BRIDGE_FETCH_CONNECT_TIMEOUT_S``."""
 
     speaker_max_duration_ms: int = 300_000
     """Playback stops after this much audio and fails with ``too_long`` (``SPEAKER_MAX_DURATION_MS``)."""
@@ -213,3 +234,14 @@ class BridgeConfig:
             raise ConfigError("BRIDGE_TRACK_CHUNK_MS must be a positive multiple of 10")
         if self.publish_sample_rate not in (16000, 24000, 48000):
             raise ConfigError("BRIDGE_PUBLISH_SAMPLE_RATE must be 16000, 24000 or 48000")
+        self._validate_fetch_limits()
+
+    def _validate_fetch_limits(self) -> None:
+        for name in (
+            "fetch_total_timeout_s",
+            "fetch_max_concurrent",
+            "fetch_max_per_session",
+            "fetch_resolver_threads",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"BRIDGE_{name.upper()} must be positive")

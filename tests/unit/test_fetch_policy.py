@@ -8,7 +8,7 @@ import pytest
 from trio_asyncio import aio_as_trio
 
 from bridge.addresses import embedded_ipv4
-from bridge.fetch import FetchLimits, HostNotAllowedError, HostPolicy, make_fetch_client
+from bridge.fetch import Fetcher, FetchLimits, HostNotAllowedError, HostPolicy
 
 
 @pytest.mark.parametrize(
@@ -118,11 +118,10 @@ def test_listed_hosts_and_networks_are_allowed() -> None:
 
 
 async def _fetch(url: str) -> None:
-    client = make_fetch_client(HostPolicy(), FetchLimits(connect_timeout_s=1, read_timeout_s=1))
-    try:
-        await client.get(url)
-    finally:
-        await client.aclose()
+    fetcher = Fetcher(HostPolicy(), FetchLimits(connect_timeout_s=1, read_timeout_s=1))
+    async with fetcher.open(url, requester="user") as body:
+        async for _ in body:
+            pass
 
 
 @pytest.mark.parametrize(

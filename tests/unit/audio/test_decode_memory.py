@@ -73,7 +73,9 @@ def test_a_long_fmt_chunk_is_read_from_its_start_and_the_rest_skipped() -> None:
     body = struct.pack("<HHIIHH", 1, 1, 8000, 16000, 2, 16) + bytes(1000)
     data = riff(b"fmt " + struct.pack("<I", len(body)) + body, b"data" + struct.pack("<I", 4) + bytes(4))
     decoder = WavDecoder()
-    frames = sum(len(b.samples) for start in range(0, len(data), 7) for b in decoder.push(data[start : start + 7]))
+    frames = sum(
+        len(b.samples) for start in range(0, len(data), 7) for b in decoder.push(data[start : start + 7])
+    )
     assert frames == 2 and decoder.finish() == []
 
 
