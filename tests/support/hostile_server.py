@@ -88,6 +88,8 @@ class HostileServer:
                 server._send(self, route)
 
         class QuietServer(http.server.ThreadingHTTPServer):
+            request_queue_size = 256  # tests open over a hundred connections at once
+
             def handle_error(self, request: object, client_address: object) -> None:
                 pass
 
