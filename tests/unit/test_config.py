@@ -36,3 +36,18 @@ def test_variables_are_parsed_by_type() -> None:
 def test_bad_values_are_refused_with_the_variable_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         BridgeConfig.from_env(env)
+
+
+def test_the_fetch_limits_are_read_and_must_be_positive() -> None:
+    config = BridgeConfig.from_env(
+        {
+            "BRIDGE_FETCH_TOTAL_TIMEOUT_S": "12.5",
+            "BRIDGE_FETCH_MAX_CONCURRENT": "64",
+            "BRIDGE_FETCH_MAX_PER_SESSION": "2",
+            "BRIDGE_FETCH_RESOLVER_THREADS": "4",
+        }
+    )
+    assert (config.fetch_total_timeout_s, config.fetch_max_concurrent) == (12.5, 64)
+    assert (config.fetch_max_per_session, config.fetch_resolver_threads) == (2, 4)
+    with pytest.raises(ConfigError, match="BRIDGE_FETCH_MAX_PER_SESSION must be positive"):
+        BridgeConfig.from_env({"BRIDGE_FETCH_MAX_PER_SESSION": "0"})
