@@ -181,7 +181,6 @@ async def _playback_services(config: BridgeConfig) -> PlaybackServices:
     return PlaybackServices(
         client=Fetcher(HostPolicy.parse(config.fetch_allow_hosts), limits),
         limits=PlaybackLimits(
-            max_bytes=config.fetch_max_bytes,
             max_duration_ms=config.speaker_max_duration_ms,
             progress_ms=config.playback_progress_ms,
         ),

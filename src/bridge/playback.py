@@ -95,7 +95,8 @@ class PlaybackRequest:
 
 @dataclass(frozen=True)
 class PlaybackLimits:
-    max_bytes: int = 50 * 1024 * 1024
+    """What a playback may play (what it may fetch is ``fetch.FetchLimits``)."""
+
     max_duration_ms: int = 300_000
     progress_ms: int = 250
     chunk_ms: int = 40

@@ -151,7 +151,16 @@ def responses(draw: st.DrawFn) -> bytes:
         headers.append(f"Location: {draw(LOCATIONS)}")
     for _ in range(draw(st.integers(0, 3))):
         headers.append(
-            draw(st.sampled_from(["Set-Cookie: a=b", "Connection: keep-alive", "X-Junk: " + "x" * 9000]))
+            draw(
+                st.sampled_from(
+                    [
+                        "Set-Cookie: a=b",
+                        "Connection: keep-alive",
+                        "Transfer-Encoding: gzip",
+                        "X-Junk: " + "x" * 9000,
+                    ]
+                )
+            )
         )
     framing = draw(
         st.sampled_from(["exact", "none", "more", "less", "garbage", "huge", "chunked", "bad-chunked"])
