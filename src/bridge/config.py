@@ -118,9 +118,11 @@ class BridgeConfig:
     """Audio fetches one session runs at once (``BRIDGE_FETCH_MAX_PER_SESSION``), so one user cannot take
     the process's share; beyond it PlayAudio fails with ``too_many_fetches``."""
 
-    fetch_resolver_threads: int = 8
+    fetch_resolver_threads: int = 32
     """Threads for fetch name lookups (``BRIDGE_FETCH_RESOLVER_THREADS``), apart from Trio's default
-    thread pool; a session may use 2 of them, a lookup may take ``BRIDGE_FETCH_CONNECT_TIMEOUT_S``."""
+    thread pool; a session may use 2 of them, a lookup may take ``BRIDGE_FETCH_CONNECT_TIMEOUT_S``. A
+    lookup that hangs keeps its thread until the system resolver gives up (seconds), so it takes
+    this / 2 sessions with hung lookups to delay everyone else's lookups (IP-literal URLs need none)."""
 
     speaker_max_duration_ms: int = 300_000
     """Playback stops after this much audio and fails with ``too_long`` (``SPEAKER_MAX_DURATION_MS``)."""

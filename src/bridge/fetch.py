@@ -120,7 +120,7 @@ class FetchLimits:
     """Slack of the server wait budget (see ``fetch_budget``)."""
     max_concurrent: int = 256
     max_per_session: int = 4
-    resolver_threads: int = 8
+    resolver_threads: int = 32
 
 
 class _PolicyBackend(httpcore.AsyncNetworkBackend):
