@@ -152,7 +152,7 @@ async def test_a_server_dripping_bytes_is_cut_off_by_the_total_timeout(
             took = time.monotonic() - sent
     print(f"dripping server: {call.terminal.error!r} after {took:.2f} s")
     assert call.code == "timeout" and "BRIDGE_FETCH_TOTAL_TIMEOUT_S" in call.terminal.error, call.terminal
-    assert 2.0 <= took < 3.5, took
+    assert 2.0 <= took < 4.0, took
 
 
 async def test_a_long_file_served_in_real_time_is_not_cut_by_the_total_timeout(
