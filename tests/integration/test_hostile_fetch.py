@@ -139,18 +139,21 @@ async def test_redirect_loops_and_non_http_redirects_fail_fetch_failed(
     assert to_file.code == "fetch_failed", to_file.terminal
 
 
+@pytest.mark.parametrize("drip_head", [False, True], ids=["body", "headers"])
 async def test_a_server_dripping_bytes_is_cut_off_by_the_total_timeout(
-    aio_loop: object, livekit_server: Any, hostile: HostileServer
+    aio_loop: object, livekit_server: Any, hostile: HostileServer, drip_head: bool
 ) -> None:
     # One byte every 0.5 s: each read comes well within the 2 s read timeout, forever.
-    url = hostile.route("/drip.wav", wav(2.0), drip_interval_s=0.5)
+    url = hostile.route(f"/drip-{drip_head}.wav", wav(2.0), drip_interval_s=0.5, drip_head=drip_head)
     with trio.fail_after(30):
         async with bridge_with_users(livekit_server, ["drip-user"], fetch_total_timeout_s=2.0) as users:
             sent = time.monotonic()
             call = users.play("drip-user", url, "drip")
             await call.done.wait()
             took = time.monotonic() - sent
-    print(f"dripping server: {call.terminal.error!r} after {took:.2f} s")
+    print(
+        f"dripping server ({'headers' if drip_head else 'body'}): {call.terminal.error!r} after {took:.2f} s"
+    )
     assert call.code == "timeout" and "BRIDGE_FETCH_TOTAL_TIMEOUT_S" in call.terminal.error, call.terminal
     assert 2.0 <= took < 4.0, took
 

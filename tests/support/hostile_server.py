@@ -40,6 +40,8 @@ class Route:
     """> 0: send the body one byte at a time, this far apart (bounded by ``HostileServer.DRIP_LIMIT_S``)."""
     rate_bytes_per_s: int = 0
     """> 0: send the body at this rate, in 1/20 s pieces."""
+    drip_head: bool = False
+    """With ``drip_interval_s``: drip the status line and headers too, not only the body."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,9 @@ class HostileServer:
                 if route is None:
                     self.send_error(404, "Not Found")
                     return
+                if route.drip_head:
+                    server._drip_head(self, route)
+                    return
                 self.send_response(route.status)
                 for name, value in route.headers:
                     self.send_header(name, value)
@@ -112,6 +117,11 @@ class HostileServer:
 
     def requests_for(self, path: str) -> list[Seen]:
         return [seen for seen in self.seen if seen.path == path]
+
+    def _drip_head(self, handler: http.server.BaseHTTPRequestHandler, route: Route) -> None:
+        lines = [f"HTTP/1.1 {route.status} OK", *(f"{name}: {value}" for name, value in route.headers)]
+        head = ("\r\n".join([*lines, f"Content-Length: {len(route.body)}"]) + "\r\n\r\n").encode()
+        self._send(handler, Route(body=head + route.body, drip_interval_s=route.drip_interval_s))
 
     def _send(self, handler: http.server.BaseHTTPRequestHandler, route: Route) -> None:
         out, body = handler.wfile, route.body
