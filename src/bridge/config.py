@@ -90,7 +90,8 @@ class BridgeConfig:
     metadata endpoints) are refused unless listed here."""
 
     fetch_connect_timeout_s: float = 5.0
-    """``BRIDGE_FETCH_CONNECT_TIMEOUT_S``."""
+    """Connect timeout of audio fetches, and the time a name lookup may take
+    (``BRIDGE_FETCH_CONNECT_TIMEOUT_S``)."""
 
     fetch_read_timeout_s: float = 10.0
     """A fetch that gets no byte for this long fails with ``timeout`` (``BRIDGE_FETCH_READ_TIMEOUT_S``)."""
