@@ -42,7 +42,7 @@ from .access import describe_protection, install_token_check, server_ssl_context
 from .capacity import raise_open_file_limit
 from .config import BridgeConfig
 from .errors import StartupError
-from .fetch import FetchLimits, HostPolicy, make_fetch_client
+from .fetch import Fetcher, FetchLimits, HostPolicy
 from .metrics import BridgeMetrics
 from .metrics_server import serve_metrics
 from .playback import PlaybackLimits, PlaybackServices, PlaybackStats
@@ -222,18 +222,20 @@ async def _stop_server(server: Server) -> None:
 
 
 async def _playback_services(config: BridgeConfig) -> PlaybackServices:
-    """The process's HTTP client for PlayAudio (asyncio side: httpx binds to the running loop)."""
+    """The process's fetcher for PlayAudio (asyncio side: each fetch opens its own httpx client)."""
     limits = FetchLimits(
         connect_timeout_s=config.fetch_connect_timeout_s,
         read_timeout_s=config.fetch_read_timeout_s,
         max_redirects=config.fetch_max_redirects,
         max_bytes=config.fetch_max_bytes,
+        total_timeout_s=config.fetch_total_timeout_s,
+        max_concurrent=config.fetch_max_concurrent,
+        max_per_session=config.max_playbacks_per_session,
+        resolver_threads=config.fetch_resolver_threads,
     )
-    client = make_fetch_client(HostPolicy.parse(config.fetch_allow_hosts), limits)
     return PlaybackServices(
-        client=client,
+        client=Fetcher(HostPolicy.parse(config.fetch_allow_hosts), limits),
         limits=PlaybackLimits(
-            max_bytes=config.fetch_max_bytes,
             max_duration_ms=config.speaker_max_duration_ms,
             progress_ms=config.playback_progress_ms,
         ),

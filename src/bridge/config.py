@@ -122,9 +122,10 @@ class BridgeConfig:
     """``grpc.health.v1.Health/Watch`` streams open at once (``BRIDGE_MAX_HEALTH_WATCHES``): health
     needs no token, so this bounds what an unauthenticated caller can hold open."""
 
-    max_playbacks_per_session: int = 8
+    max_playbacks_per_session: int = 4
     """PlayAudio calls in flight per session (``BRIDGE_MAX_PLAYBACKS_PER_SESSION``); more fail with
-    ``too_many_playbacks``. A session has at most one playback per track playing at a time."""
+    ``too_many_playbacks``. Each holds one audio fetch while it plays, so this is also the session's
+    share of ``BRIDGE_FETCH_MAX_CONCURRENT``: one user cannot take every fetch of the process."""
 
     track_publish_timeout_s: float = 10.0
     """A track that is not published within this time (``BRIDGE_TRACK_PUBLISH_TIMEOUT_S``) fails the
@@ -172,7 +173,8 @@ class BridgeConfig:
     metadata endpoints) are refused unless listed here."""
 
     fetch_connect_timeout_s: float = 5.0
-    """``BRIDGE_FETCH_CONNECT_TIMEOUT_S``."""
+    """Connect timeout of audio fetches, and the time a name lookup may take
+    (``BRIDGE_FETCH_CONNECT_TIMEOUT_S``)."""
 
     fetch_read_timeout_s: float = 10.0
     """A fetch that gets no byte for this long fails with ``timeout`` (``BRIDGE_FETCH_READ_TIMEOUT_S``)."""
@@ -181,7 +183,26 @@ class BridgeConfig:
     """``BRIDGE_FETCH_MAX_REDIRECTS``."""
 
     fetch_max_bytes: int = 50 * 1024 * 1024
-    """Larger audio files fail with ``too_large`` (``BRIDGE_FETCH_MAX_BYTES``)."""
+    """Larger audio files fail with ``too_large`` (``BRIDGE_FETCH_MAX_BYTES``). Counted on the bytes as
+    received: the bridge asks for ``identity`` and refuses any Content-Encoding (``unsupported_format``)."""
+
+    fetch_total_timeout_s: float = 30.0
+    """Total time a fetch may wait for its server beyond the audio it has delivered
+    (``BRIDGE_FETCH_TOTAL_TIMEOUT_S``); then it fails with ``timeout``. Waits for the server are summed
+    (name lookup, connect, response headers, every body read); time the download is paused because
+    playback waits for real time is not. A server at least as fast as real time never reaches it, so
+    a 5-minute file may take 5 minutes; one that drips a byte every few seconds is cut after this long.
+    A fetch's waits are thus at most this plus ``SPEAKER_MAX_DURATION_MS``."""
+
+    fetch_max_concurrent: int = 256
+    """Audio fetches the process runs at once (``BRIDGE_FETCH_MAX_CONCURRENT``); beyond it PlayAudio fails
+    with ``too_many_fetches``. Each fetch holds one connection while its audio plays."""
+
+    fetch_resolver_threads: int = 32
+    """Threads for fetch name lookups (``BRIDGE_FETCH_RESOLVER_THREADS``), apart from Trio's default
+    thread pool; a session may use 2 of them, a lookup may take ``BRIDGE_FETCH_CONNECT_TIMEOUT_S``. A
+    lookup that hangs keeps its thread until the system resolver gives up (seconds), so it takes
+    this / 2 sessions with hung lookups to delay everyone else's lookups (IP-literal URLs need none)."""
 
     speaker_max_duration_ms: int = 300_000
     """Playback stops after this much audio and fails with ``too_long`` (``SPEAKER_MAX_DURATION_MS``)."""
@@ -289,6 +310,9 @@ class BridgeConfig:
             "max_health_watches",
             "max_playbacks_per_session",
             "track_publish_timeout_s",
+            "fetch_total_timeout_s",
+            "fetch_max_concurrent",
+            "fetch_resolver_threads",
         ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -313,6 +337,7 @@ class BridgeConfig:
             "shutdown_timeout_s",
             "drain_timeout_s",
             "fetch_read_timeout_s",
+            "fetch_total_timeout_s",
         ):
             if getattr(self, name) > 86_400:
                 raise ConfigError(f"{env_name(name)} must be at most 86400 (a day)")
@@ -326,3 +351,8 @@ class BridgeConfig:
             parse_url_allow_list(self.livekit_url_allow)
         except ValueError as err:
             raise ConfigError(f"BRIDGE_LIVEKIT_URL_ALLOW: {err}") from None
+        if self.fetch_max_concurrent > 100_000 or self.fetch_resolver_threads > 1024:
+            raise ConfigError(
+                "BRIDGE_FETCH_MAX_CONCURRENT must be at most 100000, "
+                "BRIDGE_FETCH_RESOLVER_THREADS at most 1024"
+            )

@@ -20,14 +20,22 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import httpx
 import numpy as np
 import numpy.typing as npt
 
 from ._gen.mentra.livekit.bridge import PlayAudioEvent, PlayAudioEventEventType
 from .audio import FrameChunker, StreamResampler, apply_gain
 from .audio.decode import SNIFF_BYTES, DecodedAudio, DecodeError, UnsupportedFormatError, open_decoder
-from .fetch import HostNotAllowedError
+from .fetch import Fetcher
+from .fetch_errors import (
+    BadStatusError,
+    FetchBusyError,
+    FetchError,
+    FetchTimeoutError,
+    HostNotAllowedError,
+    ResponseTooLargeError,
+    UnsupportedEncodingError,
+)
 from .livekit_io.outbound import TrackPublisher, TrackPublishError
 
 if TYPE_CHECKING:
@@ -63,6 +71,7 @@ class ErrorCode:
     INTERRUPTED = "interrupted"
     SESSION_CLOSED = "session_closed"
     TOO_MANY_PLAYBACKS = "too_many_playbacks"
+    TOO_MANY_FETCHES = "too_many_fetches"
     PUBLISH_FAILED = "publish_failed"
     INTERNAL = "internal"
 
@@ -88,11 +97,23 @@ class PlaybackRequest:
 
 @dataclass(frozen=True)
 class PlaybackLimits:
-    max_bytes: int = 50 * 1024 * 1024
+    """What a playback may play (what it may fetch is ``fetch.FetchLimits``)."""
+
     max_duration_ms: int = 300_000
     progress_ms: int = 250
     chunk_ms: int = 40
     """Audio handed to the track per ``capture_frame`` call: small enough that a stop drops little."""
+
+
+_FETCH_ERROR_CODES: dict[type[FetchError], str] = {
+    HostNotAllowedError: ErrorCode.HOST_NOT_ALLOWED,
+    FetchBusyError: ErrorCode.TOO_MANY_FETCHES,
+    FetchTimeoutError: ErrorCode.TIMEOUT,
+    ResponseTooLargeError: ErrorCode.TOO_LARGE,
+    UnsupportedEncodingError: ErrorCode.UNSUPPORTED_FORMAT,
+    BadStatusError: ErrorCode.HTTP_STATUS,
+}
+"""Every other FetchError is ``fetch_failed``."""
 
 
 def _event(kind: PlayAudioEventEventType, request_id: str, **fields: object) -> PlayAudioEvent:
@@ -265,24 +286,23 @@ class _TrackWriter:
 async def play(
     request: PlaybackRequest,
     events: PlaybackEvents,
-    client: httpx.AsyncClient,
+    client: Fetcher,
     publisher: TrackPublisher,
     limits: PlaybackLimits,
     owner: object,
 ) -> int:
     """Play ``request`` on ``publisher``; return the audio's duration in ms once it has played out.
 
-    Raises PlaybackError; cancellation (stop, interrupt, session end) propagates as CancelledError.
+    The fetch counts against the session's share (``publisher.room`` is one per session) and its
+    wait budget is credited with the audio written to the track. Raises PlaybackError;
+    cancellation (stop, interrupt, session end) propagates as CancelledError.
     """
     writer = _TrackWriter(publisher, owner, request.volume, events, limits)
     try:
-        async with client.stream("GET", request.url) as response:
-            if response.status_code >= 400:
-                raise PlaybackError(ErrorCode.HTTP_STATUS, f"{response.status_code} {response.reason_phrase}")
-            declared = int(response.headers.get("content-length") or 0)
-            if declared > limits.max_bytes:
-                raise PlaybackError(ErrorCode.TOO_LARGE, f"{declared} bytes, limit {limits.max_bytes}")
-            await _decode_into(response.aiter_bytes(), writer, limits)
+        async with client.open(
+            request.url, requester=publisher.room, audio_delivered_s=lambda: writer.written_ms / 1000
+        ) as body:
+            await _decode_into(body, writer, limits)
         await writer.flush()
     except PlaybackError as err:
         if err.code == ErrorCode.TOO_LONG:
@@ -290,14 +310,9 @@ async def play(
         raise
     except TrackPublishError as err:
         raise PlaybackError(ErrorCode.PUBLISH_FAILED, str(err)) from None
-    except HostNotAllowedError as err:
-        raise PlaybackError(ErrorCode.HOST_NOT_ALLOWED, str(err)) from None
-    except httpx.TimeoutException as err:
-        raise PlaybackError(ErrorCode.TIMEOUT, f"{type(err).__name__} fetching the audio") from None
-    except httpx.TooManyRedirects as err:
-        raise PlaybackError(ErrorCode.FETCH_FAILED, str(err)) from None
-    except httpx.HTTPError as err:  # connect errors, a body cut short, protocol errors
-        raise PlaybackError(ErrorCode.FETCH_FAILED, f"{type(err).__name__}: {err}") from None
+    except FetchError as err:
+        code = _FETCH_ERROR_CODES.get(type(err), ErrorCode.FETCH_FAILED)
+        raise PlaybackError(code, str(err)) from None
     except UnsupportedFormatError as err:
         raise PlaybackError(ErrorCode.UNSUPPORTED_FORMAT, str(err)) from None
     except DecodeError as err:
@@ -307,13 +322,12 @@ async def play(
 
 
 async def _decode_into(pieces: AsyncIterator[bytes], writer: _TrackWriter, limits: PlaybackLimits) -> None:
+    """Decode the body as it arrives (the fetch enforces the byte limit on it)."""
     decoder = None
     head = bytearray()
     received = 0
     async for piece in pieces:
         received += len(piece)
-        if received > limits.max_bytes:
-            raise PlaybackError(ErrorCode.TOO_LARGE, f"more than {limits.max_bytes} bytes")
         if decoder is None:
             head += piece
             if len(head) < SNIFF_BYTES:
@@ -379,8 +393,9 @@ class PlaybackStats:
 
 @dataclass(frozen=True)
 class PlaybackServices:
-    """What every playback of the process shares: the HTTP client, the limits, the counters."""
+    """What every playback of the process shares: the fetcher, the limits, the counters."""
 
-    client: httpx.AsyncClient
+    client: Fetcher
+    """Opens each playback's URL on its own connection (the name ``session.py`` passes it by)."""
     limits: PlaybackLimits
     stats: PlaybackStats

@@ -506,7 +506,10 @@ class BridgeSession:
         cap = self._config.max_playbacks_per_session
         if len(self._playbacks) - len(displaced) >= cap:
             return self._refused(
-                request, services, ErrorCode.TOO_MANY_PLAYBACKS, f"{cap} playbacks are already in flight"
+                request,
+                services,
+                ErrorCode.TOO_MANY_PLAYBACKS,
+                f"{cap} playbacks are already in flight (BRIDGE_MAX_PLAYBACKS_PER_SESSION)",
             )
         publisher = self.publisher_for(request.track_id)
         for playback in displaced:

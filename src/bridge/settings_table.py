@@ -51,7 +51,10 @@ HELP: dict[str, str] = {
         "`grpc.health.v1.Health/Watch` streams open at once (health needs no token); more get "
         "RESOURCE_EXHAUSTED"
     ),
-    "max_playbacks_per_session": "PlayAudio calls in flight per session; more fail with `too_many_playbacks`",
+    "max_playbacks_per_session": (
+        "PlayAudio calls in flight per session, which is also its share of the process's fetches; more "
+        "fail with `too_many_playbacks`"
+    ),
     "track_publish_timeout_s": (
         "a track not published by then fails the playback (`publish_failed`) or StreamAudio call "
         "(FAILED_PRECONDITION) that needed it; the session goes on"
@@ -79,10 +82,26 @@ HELP: dict[str, str] = {
     "fetch_allow_hosts": (
         "hosts PlayAudio may fetch from although not public: hostnames, IPs, CIDRs (comma-separated)"
     ),
-    "fetch_connect_timeout_s": "connect timeout of audio fetches",
+    "fetch_connect_timeout_s": "connect timeout of audio fetches, and the time a name lookup may take",
     "fetch_read_timeout_s": "a fetch that receives nothing for this long fails with `timeout`",
     "fetch_max_redirects": "redirects followed per fetch",
-    "fetch_max_bytes": "larger files fail with `too_large`",
+    "fetch_max_bytes": (
+        "larger files fail with `too_large` (counted as received; any Content-Encoding fails "
+        "`unsupported_format`)"
+    ),
+    "fetch_total_timeout_s": (
+        "a fetch whose waits for the server exceed this plus the length of the audio it has delivered "
+        "fails with `timeout` (real-time playout does not count)"
+    ),
+    "fetch_max_concurrent": (
+        "audio fetches in the process at once (each holds one connection while it plays); beyond it "
+        "`too_many_fetches`"
+    ),
+    "fetch_resolver_threads": (
+        "threads for fetch name lookups (2 per session, so 16 sessions with hung lookups are needed to "
+        "delay everyone's), apart from the rest of the bridge's; a lookup may take "
+        "`BRIDGE_FETCH_CONNECT_TIMEOUT_S`"
+    ),
     "speaker_max_duration_ms": "playback stops there and fails with `too_long`",
     "playback_progress_ms": "interval of PROGRESS events",
     "auth_token": (

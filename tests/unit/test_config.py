@@ -101,3 +101,17 @@ def test_a_public_bind_needs_a_token_or_mutual_tls_server_only_tls_is_not_enough
     token = "a-token-of-enough-length-0123"
     assert BridgeConfig.from_env({"BRIDGE_HOST": "0.0.0.0", **tls, "BRIDGE_AUTH_TOKEN": token}).tls_cert
     assert BridgeConfig.from_env({"BRIDGE_HOST": "127.0.0.1", **tls}).tls_cert  # loopback: TLS is a bonus
+
+
+def test_the_fetch_limits_are_read_and_must_be_positive() -> None:
+    config = BridgeConfig.from_env(
+        {
+            "BRIDGE_FETCH_TOTAL_TIMEOUT_S": "12.5",
+            "BRIDGE_FETCH_MAX_CONCURRENT": "64",
+            "BRIDGE_FETCH_RESOLVER_THREADS": "4",
+        }
+    )
+    assert (config.fetch_total_timeout_s, config.fetch_max_concurrent) == (12.5, 64)
+    assert config.fetch_resolver_threads == 4
+    with pytest.raises(ConfigError, match="BRIDGE_FETCH_MAX_CONCURRENT=0 must be a positive number"):
+        BridgeConfig.from_env({"BRIDGE_FETCH_MAX_CONCURRENT": "0"})

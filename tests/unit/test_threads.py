@@ -51,8 +51,10 @@ def test_cpu_of_a_named_thread_is_counted_in_its_group_and_kept_after_it_exits(
     before_s, before_n = cpu.read()
     assert set(before_s) == set(GROUPS) and before_n["python_main"] == 1 and before_n["tokio"] == 0
     burnt, release = threading.Event(), threading.Event()
+    native_ids: list[int] = []
 
     def worker() -> None:
+        native_ids.append(threading.get_native_id())
         # Name this OS thread (its kernel "comm", what /proc shows), as native runtimes do.
         with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as f:
             f.write("lkb-test-burn")
@@ -68,6 +70,11 @@ def test_cpu_of_a_named_thread_is_counted_in_its_group_and_kept_after_it_exits(
     finally:
         release.set()
         thread.join()
+    # join() returns when Python's side is done; the OS thread leaves /proc a moment later.
+    task = f"/proc/self/task/{native_ids[0]}"
+    deadline = time.monotonic() + 5
+    while os.path.exists(task) and time.monotonic() < deadline:
+        time.sleep(0.01)
     after_s, after_n = cpu.read()
     assert during_n["tokio"] == 1 and during_s["tokio"] >= 0.25
     assert after_n["tokio"] == 0

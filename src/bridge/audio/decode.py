@@ -40,6 +40,7 @@ _WAVE_FORMAT_FLOAT = 3
 _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 _UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # streaming WAV writers put these in size fields they cannot know
 _MAX_CHANNELS = 8
+_FMT_BYTES_READ = 40  # WAVE_FORMAT_EXTENSIBLE's fmt chunk; the rest of a longer one is skipped unread
 
 _MP3_DECODER_DELAY = 528 + 1  # samples FFmpeg's mp3 decoder lags its input by (libavformat/mp3dec.c)
 _MP3_INFO_BYTES = 4 + 32 + 144  # enough of the first frame for every header field we read
@@ -179,10 +180,17 @@ def open_decoder(head: bytes) -> StreamDecoder:
 
 
 class WavDecoder:
-    """RIFF/WAVE: PCM 8/16/24/32-bit and float 32/64, any rate, 1-8 channels; unknown chunks skipped."""
+    """RIFF/WAVE: PCM 8/16/24/32-bit and float 32/64, any rate, 1-8 channels; unknown chunks skipped.
+
+    Memory stays small whatever the file says: unknown chunks are skipped as they arrive, only the
+    first ``_FMT_BYTES_READ`` bytes of a fmt chunk are kept, and once the data chunk has ended what
+    follows is dropped as it arrives. Between pushes the buffer holds less than 8 + 40 bytes of
+    header or one sample frame of audio.
+    """
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self._data_done = False  # the data chunk has ended: the rest of the file is not audio
         self._header_done = False
         self._riff_checked = False
         self._rate = 0
@@ -198,6 +206,8 @@ class WavDecoder:
         return self._declared_ms
 
     def push(self, data: bytes) -> list[DecodedAudio]:
+        if self._data_done:
+            return []
         self._buffer += data
         if not self._header_done:
             self._parse_header()
@@ -233,10 +243,12 @@ class WavDecoder:
                 return
             chunk_id, size = bytes(buf[:4]), struct.unpack("<I", buf[4:8])[0]
             if chunk_id == b"fmt ":
-                if len(buf) < 8 + size:
+                kept = min(size, _FMT_BYTES_READ)  # a lying size must not make us buffer the file
+                if len(buf) < 8 + kept:
                     return
-                self._parse_fmt(bytes(buf[8 : 8 + size]))
-                del buf[: 8 + size + (size & 1)]
+                self._parse_fmt(bytes(buf[8 : 8 + kept]))
+                del buf[: 8 + kept]
+                self._skip = size - kept + (size & 1)
             elif chunk_id == b"data":
                 if not self._rate:
                     raise DecodeError("WAV data chunk before its fmt chunk")
@@ -275,15 +287,16 @@ class WavDecoder:
         if self._data_left is not None:
             available = min(available, self._data_left)
         usable = available - available % frame_bytes
-        if usable == 0:
-            return []
         raw = bytes(self._buffer[:usable])
         del self._buffer[:usable]
         if self._data_left is not None:
             self._data_left -= usable
             if self._data_left < frame_bytes:  # what follows the data chunk is not audio
                 self._data_left = 0
+                self._data_done = True
                 self._buffer.clear()
+        if not raw:
+            return []
         return [DecodedAudio(self._to_float(raw).reshape(-1, self._channels), self._rate)]
 
     def _to_float(self, raw: bytes) -> npt.NDArray[np.float32]:
