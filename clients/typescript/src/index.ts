@@ -20,6 +20,13 @@ export {
   type StopAudioParams,
   type StopAudioResult,
 } from "./client";
+export {
+  isUserSessionLike,
+  type LegacyBridgeEvent,
+  type LegacyBridgeStatus,
+  type SessionLogger,
+  type UserSessionLike,
+} from "./legacy";
 export { int64ToNumber, isTerminal, type PlayAudioEvent, type PlayAudioEventType, toPlayAudioEvent } from "./events";
 export type { Logger } from "./logger";
 export { AudioPacer, type AudioPacerOptions, type PacerCounters, type PacerMode } from "./pacer";
@@ -33,3 +40,8 @@ export {
   type StreamCounters,
   type StreamEnd,
 } from "./stream";
+
+import { LiveKitGrpcClient } from "./client";
+
+/** The old module's default export: `import LiveKitGrpcClient from "..."` keeps working. */
+export default LiveKitGrpcClient;

@@ -20,11 +20,11 @@ export interface PlayAudioParams {
   /** http(s) URL of an MP3 or WAV file the bridge fetches. */
   url: string;
   /** Gain: 1 = unchanged (also when omitted), 0 = mute. Sent only when given (proto `optional`). */
-  volume?: number;
+  volume?: number | undefined;
   /** Stop what is playing first. */
-  stopOther?: boolean;
+  stopOther?: boolean | undefined;
   /** Track to play on: 0 speaker (default), 1 app_audio, 2 tts, n > 2 `track_n`. */
-  trackId?: number;
+  trackId?: number | undefined;
 }
 
 export type PlayAudioListener = (event: PlayAudioEvent) => void;
