@@ -14,6 +14,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { Backoff, type BackoffOptions } from "./backoff";
+import type { AvailabilityChange } from "./availability";
 import { type BridgeChannel, type ChannelLease, defaultBridgeAddress, sharedBridgeChannel } from "./channel";
 import { int64ToNumber, type PlayAudioEvent } from "./events";
 import type { JoinRoomRequest } from "./generated/mentra/livekit/bridge/JoinRoomRequest";
@@ -190,6 +191,9 @@ export class LiveKitGrpcClient {
   /** The user whose session exists on the bridge (joined, not yet left). */
   private joinedUserId: string | undefined;
   private rejoinCall: grpc.ClientUnaryCall | undefined;
+  /** Every JoinRoom under way (they wait for the channel; they are cancelled when the bridge turns out unreachable). */
+  private readonly joinCalls = new Set<grpc.ClientUnaryCall>();
+  private readonly stopWatchingAvailability: () => void;
   /** connect() calls under way, and the latest one (a duplicate of it shares its promise). */
   private connectsInFlight = 0;
   private pendingConnect: { params: SessionParams; promise: Promise<JoinResult> } | undefined;
@@ -252,6 +256,7 @@ export class LiveKitGrpcClient {
       ...(options.maxPendingWrites === undefined ? {} : { maxPendingWrites: options.maxPendingWrites }),
     };
     this.stream = new ReconnectingAudioStream(streamOptions);
+    this.stopWatchingAvailability = this.channel.availability.onChange((change) => this.availabilityChanged(change));
   }
 
   /** The user of the current (or last) connect(), else the client's own user. */
@@ -275,7 +280,13 @@ export class LiveKitGrpcClient {
    * one alone instead of starting a second session for the same user.)
    */
   isConnecting(): boolean {
-    return !this.disposed && (this.connectsInFlight > 0 || (this.params !== undefined && this.stream.state === "reconnecting"));
+    const state = this.stream.state;
+    return !this.disposed && (this.connectsInFlight > 0 || (this.params !== undefined && (state === "reconnecting" || state === "unavailable")));
+  }
+
+  /** False while the bridge is unreachable and calls fail fast (see BridgeAvailability). */
+  get bridgeAvailable(): boolean {
+    return this.channel.availability.available;
   }
 
   /** Pacer counters (drops, underruns, ...) of the room audio delivered to onAudio. */
@@ -297,6 +308,7 @@ export class LiveKitGrpcClient {
     try {
       this.assertUsable();
       session = this.sessionParams(params);
+      this.assertAvailable();
     } catch (err) {
       return Promise.reject(err);
     }
@@ -309,6 +321,7 @@ export class LiveKitGrpcClient {
     const promise = this.serial
       .run(async () => {
         this.assertUsable();
+        this.assertAvailable();
         this.stream.close();
         if (this.joinedUserId !== undefined && this.joinedUserId !== session.userId) {
           await this.leave(this.joinedUserId, "switching user");
@@ -373,6 +386,12 @@ export class LiveKitGrpcClient {
       const reason = this.disposed ? "client disposed" : "not connected";
       return this.failLocally(params.requestId, reason, grpc.status.FAILED_PRECONDITION, listener);
     }
+    if (!this.channel.availability.available) {
+      return Promise.resolve(this.unavailableEvent(params.requestId)).then((event) => {
+        listener(event);
+        return event;
+      });
+    }
     const context = { stub: this.lease.stub, userId, eventTypes: this.channel.eventTypes, logger: this.logger };
     let playback: Playback;
     try {
@@ -433,6 +452,9 @@ export class LiveKitGrpcClient {
     if (userId === undefined) {
       return Promise.resolve({ success: false, error: "not connected" });
     }
+    if (!this.channel.availability.available) {
+      return Promise.resolve({ success: false, error: this.channel.availability.error().message, grpcCode: grpc.status.UNAVAILABLE });
+    }
     const request: StopAudioRequest = {
       user_id: userId,
       request_id: params.requestId ?? "",
@@ -485,6 +507,12 @@ export class LiveKitGrpcClient {
     if (userId === undefined) {
       return Promise.reject(new Error("getStatus() before connect()"));
     }
+    if (!this.channel.availability.available) {
+      const err = this.channel.availability.error();
+      return this.legacy
+        ? Promise.resolve(this.fallbackStatus("bridge_unavailable", err.message, grpc.status.UNAVAILABLE))
+        : Promise.reject(err);
+    }
     return new Promise((resolve, reject) => {
       const fail = (err: Error, code: number | undefined): void => {
         if (this.legacy) {
@@ -495,6 +523,8 @@ export class LiveKitGrpcClient {
         }
       };
       try {
+        // No waitForReady here (nor in StopAudio): while the channel reconnects they answer UNAVAILABLE
+        // at once; a bridge that just restarted has no session to stop or report anyway.
         this.lease.stub.getStatus({ user_id: userId }, this.callOptions(), (err, response) => {
           if (err || response === undefined) {
             fail(err ?? new Error("GetStatus returned no response"), err?.code);
@@ -530,7 +560,11 @@ export class LiveKitGrpcClient {
       this.params = undefined;
       this.stream.close();
       this.pacer.flush();
-      if (this.joinedUserId !== undefined) {
+      if (this.joinedUserId !== undefined && !this.channel.availability.available) {
+        // LeaveRoom cannot reach the bridge; a session it still has ends by its idle TTL.
+        this.logger.warn({ userId: this.joinedUserId }, "bridge unreachable: not calling LeaveRoom");
+        this.joinedUserId = undefined;
+      } else if (this.joinedUserId !== undefined) {
         await this.leave(this.joinedUserId, "disconnect");
       }
     });
@@ -550,6 +584,7 @@ export class LiveKitGrpcClient {
       this.disposing = this.disconnect()
         .catch((err: unknown) => this.logger.warn({ error: describeError(err) }, "disconnect on dispose failed"))
         .finally(() => {
+          this.stopWatchingAvailability();
           this.stream.dispose();
           this.pacer.close();
           this.lease.release();
@@ -622,6 +657,50 @@ export class LiveKitGrpcClient {
     return Promise.resolve(event);
   }
 
+  private assertAvailable(): void {
+    if (!this.channel.availability.available) {
+      throw this.channel.availability.error();
+    }
+  }
+
+  /** A FAILED event for a playback refused (or ended) because the bridge is unreachable. */
+  private unavailableEvent(requestId: string): PlayAudioEvent {
+    return failedEvent(requestId, this.channel.availability.error().message, grpc.status.UNAVAILABLE, "bridge_unavailable");
+  }
+
+  /** The bridge became unreachable (fail fast from now on) or reachable again (re-join). */
+  private availabilityChanged(change: AvailabilityChange): void {
+    if (this.disposed) {
+      return;
+    }
+    if (!change.available) {
+      this.logger.warn(
+        { userId: this.userId, failedAttempts: change.failedAttempts, retryInMs: change.retryInMs },
+        "bridge unreachable: calls fail fast until it is back",
+      );
+      for (const call of [...this.joinCalls]) {
+        call.cancel(); // rejects with BridgeUnavailableError (see join())
+      }
+      for (const playback of [...this.playbacks]) {
+        playback.fail(this.unavailableEvent(playback.requestId));
+      }
+      if (this.params !== undefined) {
+        this.stream.suspend(change.retryInMs ?? 0, this.channel.availability.error().message);
+      }
+      return;
+    }
+    this.logger.info(
+      { userId: this.userId, unavailableForMs: change.unavailableForMs, recoveredBy: change.recoveredBy },
+      "bridge reachable again",
+    );
+    this.stream.resume();
+  }
+
+  private waitingMetadata(): grpc.Metadata {
+    // grpc-js takes waitForReady as a metadata option.
+    return new grpc.Metadata({ waitForReady: true });
+  }
+
   private assertUsable(): void {
     if (this.disposing !== undefined) {
       throw new ClientDisposedError();
@@ -645,6 +724,12 @@ export class LiveKitGrpcClient {
         this.stream.close();
         return;
       }
+      const availability = this.channel.availability;
+      if (!availability.available) {
+        // No re-join while the bridge is away: the stream waits for availabilityChanged() to resume it.
+        this.stream.suspend(availability.retryInMs, availability.error().message);
+        return;
+      }
       // waitForReady: while the bridge restarts, the call waits for the channel to reconnect
       // (within a second of the bridge being back) instead of failing at once.
       await this.join(params, (call) => {
@@ -658,7 +743,7 @@ export class LiveKitGrpcClient {
     this.rejoinCall = undefined;
   }
 
-  /** JoinRoom. `track` is given for background re-joins: it waits for the channel and can be cancelled. */
+  /** JoinRoom. `track` is given for background re-joins (cancelled by connect()). */
   private join(params: SessionParams, track: ((call: grpc.ClientUnaryCall) => void) | undefined): Promise<JoinResult> {
     const request: JoinRoomRequest = {
       user_id: params.userId,
@@ -667,16 +752,23 @@ export class LiveKitGrpcClient {
       livekit_url: params.url,
       target_identity: params.targetIdentity || params.userId,
     };
-    // grpc-js takes waitForReady as a metadata option.
-    const metadata = new grpc.Metadata({ waitForReady: track !== undefined });
+    // waitForReady: a JoinRoom made while the channel reconnects (a bridge restart) waits for it
+    // (within its deadline) instead of failing at once; if the bridge stays away,
+    // availabilityChanged() cancels it.
+    const metadata = this.waitingMetadata();
     const options: grpc.CallOptions = { deadline: Date.now() + this.joinTimeoutMs };
     // The bridge redacts tokens from its errors; this is a second line of defence, because these
     // messages end up in the cloud's logs.
     const redact = (text: string): string => text.split(params.token).join("[token]");
     return new Promise((resolve, reject) => {
       const call = this.lease.stub.joinRoom(request, metadata, options, (err, response) => {
+        this.joinCalls.delete(call);
         if (this.rejoinCall === call) {
           this.rejoinCall = undefined;
+        }
+        if (err && !this.channel.availability.available) {
+          reject(this.channel.availability.error());
+          return;
         }
         if (err || response === undefined) {
           const message = err ? `JoinRoom failed: ${grpcMessage(err)}` : "JoinRoom returned no response";
@@ -696,6 +788,7 @@ export class LiveKitGrpcClient {
           metadata: { ...response.metadata },
         });
       });
+      this.joinCalls.add(call);
       track?.(call);
     });
   }

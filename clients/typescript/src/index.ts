@@ -1,3 +1,10 @@
+export {
+  type AvailabilityChange,
+  type AvailabilityOptions,
+  BridgeAvailability,
+  BridgeUnavailableError,
+  DEFAULT_AVAILABILITY,
+} from "./availability";
 export { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff";
 export {
   BridgeChannel,

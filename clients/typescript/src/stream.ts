@@ -35,7 +35,11 @@ export interface AudioCall {
   removeListener(event: "status", listener: (status: StatusObject) => void): unknown;
 }
 
-export type AudioStreamState = "idle" | "open" | "reconnecting" | "closed";
+/**
+ * "unavailable": the bridge cannot be reached (BridgeAvailability); no re-join is tried until it
+ * can, or the cooldown (`retryInMs`) has passed.
+ */
+export type AudioStreamState = "idle" | "open" | "reconnecting" | "unavailable" | "closed";
 
 export interface StreamEnd {
   code: number;
@@ -48,7 +52,7 @@ export interface StateChange {
   state: AudioStreamState;
   /** How the previous call ended, on the change to "reconnecting". */
   end?: StreamEnd;
-  /** Delay before the next attempt, on "reconnecting". */
+  /** Delay before the next attempt, on "reconnecting"; the longest the wait can last, on "unavailable". */
   retryInMs?: number;
   /** Why the last re-join failed, on "reconnecting" after a failed attempt. */
   error?: string;
@@ -140,6 +144,8 @@ export class ReconnectingAudioStream {
   private active: ActiveCall | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private stateValue: AudioStreamState = "idle";
+  /** Waiting for resume(): the bridge is unreachable. */
+  private suspended = false;
   private userId = "";
 
   constructor(private readonly options: ReconnectingAudioStreamOptions) {
@@ -174,13 +180,38 @@ export class ReconnectingAudioStream {
       throw new Error("the audio stream is disposed");
     }
     this.stop();
+    this.suspended = false;
     this.userId = userId;
     this.backoff.reset();
     this.startCall();
   }
 
+  /**
+   * The bridge is unreachable: retires the call and any retry, and waits for resume() instead of
+   * re-joining (state "unavailable"). Does nothing to a stream that is idle or closed.
+   */
+  suspend(retryInMs: number, error: string): void {
+    if (this.stateValue === "idle" || this.stateValue === "closed") {
+      return;
+    }
+    this.stop();
+    this.suspended = true;
+    this.setState({ state: "unavailable", retryInMs, error, attempts: this.backoff.attempts });
+  }
+
+  /** The bridge is reachable again: re-join now (after the first, short backoff step). */
+  resume(): void {
+    if (!this.suspended) {
+      return;
+    }
+    this.suspended = false;
+    this.backoff.reset();
+    this.scheduleRetry(undefined, undefined);
+  }
+
   /** Ends the call (the caller then leaves the room) and stops reconnecting. The stream can be opened again. */
   close(): void {
+    this.suspended = false;
     this.stop();
     if (this.stateValue !== "closed" && this.stateValue !== "idle") {
       this.setState({ state: "idle", attempts: 0 });
@@ -189,6 +220,7 @@ export class ReconnectingAudioStream {
 
   /** close(), for good. */
   dispose(): void {
+    this.suspended = false;
     this.stop();
     if (this.stateValue !== "closed") {
       this.setState({ state: "closed", attempts: 0 });
