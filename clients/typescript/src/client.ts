@@ -249,6 +249,12 @@ export class LiveKitGrpcClient {
       openCall: () => this.lease.stub.streamAudio(),
       rejoin: (isCurrent: () => boolean) => this.backgroundRejoin(isCurrent),
       onAudio: (chunk: { pcm_data: Buffer }) => this.pacer.push(chunk.pcm_data),
+      // Someone else joined as this user: the session is theirs now; forget it (a later
+      // disconnect() must not LeaveRoom their session).
+      onTakeover: () => {
+        this.params = undefined;
+        this.joinedUserId = undefined;
+      },
       backoff: new Backoff(reconnect),
       logger: this.logger,
       ...(options.onStateChange === undefined ? {} : { onStateChange: options.onStateChange }),
@@ -387,10 +393,9 @@ export class LiveKitGrpcClient {
       return this.failLocally(params.requestId, reason, grpc.status.FAILED_PRECONDITION, listener);
     }
     if (!this.channel.availability.available) {
-      return Promise.resolve(this.unavailableEvent(params.requestId)).then((event) => {
-        listener(event);
-        return event;
-      });
+      const event = this.unavailableEvent(params.requestId);
+      listener(event);
+      return Promise.resolve(event);
     }
     const context = { stub: this.lease.stub, userId, eventTypes: this.channel.eventTypes, logger: this.logger };
     let playback: Playback;

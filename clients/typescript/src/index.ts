@@ -42,6 +42,7 @@ export { defaultProtoPath, EnumNames, LOADER_OPTIONS, loadBridgeProto, SERVICE_N
 export {
   type AudioStreamState,
   END_REASON_KEY,
+  isTakeover,
   ReconnectingAudioStream,
   type StateChange,
   type StreamCounters,

@@ -80,6 +80,8 @@ export interface StreamCounters {
    * cost a re-join.
    */
   rejectedInvalid: number;
+  /** Calls ended because another caller took the session over (not re-joined). */
+  takeovers: number;
 }
 
 export interface ReconnectingAudioStreamOptions {
@@ -92,6 +94,8 @@ export interface ReconnectingAudioStreamOptions {
   rejoin: (isCurrent: () => boolean) => Promise<void>;
   onAudio: (chunk: AudioChunk__Output) => void;
   onStateChange?: (change: StateChange) => void;
+  /** The session was taken over (see isTakeover): the stream is idle now and will not re-join. */
+  onTakeover?: (end: StreamEnd) => void;
   backoff?: Backoff;
   logger?: Logger;
   /** A call that lived this long before ending resets the backoff. Default 5000 ms. */
@@ -99,6 +103,21 @@ export interface ReconnectingAudioStreamOptions {
   /** Writes waiting in the call beyond which new chunks are dropped. Default 32 (about 3 s of 100 ms chunks). */
   maxPendingWrites?: number;
   now?: () => number;
+}
+
+/**
+ * A clean end that says another caller took this user's session: a JoinRoom for the same user
+ * replaced it, or a newer StreamAudio call for it superseded this one (the bridge's texts; see
+ * `_end_for_close` and `serve_stream` in src/bridge/session.py). This client's own re-joins and
+ * connect() calls retire the old call first, so such an end of the *current* call always comes
+ * from someone else.
+ */
+export function isTakeover(end: StreamEnd): boolean {
+  return (
+    end.code === 0 &&
+    end.endReason !== undefined &&
+    (end.endReason.startsWith("session replaced") || end.endReason.startsWith("superseded by a newer StreamAudio call"))
+  );
 }
 
 function ignoreError(): void {
@@ -139,6 +158,7 @@ export class ReconnectingAudioStream {
     droppedWhileDown: 0,
     droppedBackpressure: 0,
     rejectedInvalid: 0,
+    takeovers: 0,
   };
   private generation = 0;
   private active: ActiveCall | undefined;
@@ -327,6 +347,15 @@ export class ReconnectingAudioStream {
     const reason = endReason(status.metadata);
     if (reason !== undefined) {
       end.endReason = reason;
+    }
+    if (isTakeover(end)) {
+      // Re-joining would take the session back from whoever took it, who would do the same: a loop.
+      this.stats.takeovers += 1;
+      this.logger.warn({ endReason: end.endReason }, "audio stream ended: another JoinRoom or stream took this user's session; not re-joining");
+      this.backoff.reset();
+      this.setState({ state: "idle", end, attempts: 0 });
+      this.options.onTakeover?.(end);
+      return;
     }
     if (this.now() - active.openedAt >= this.stableAfterMs) {
       this.backoff.reset();

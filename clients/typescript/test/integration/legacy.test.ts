@@ -128,6 +128,27 @@ describe("the old LiveKitGrpcClient API against the real bridge", () => {
     await driver.disconnect("phone-l1");
   });
 
+  test("a second client for the same user (LiveKitManager replacing one that is not connected): the first goes idle, no flapping", async () => {
+    const { bridge } = ready();
+    const user = "legacy-user-3";
+    const room = newRoom();
+    const session = new UserSession(user);
+    const first = await startBridgeSubscriber(session, room);
+    await sleep(300); // its stream is attached
+    const second = await startBridgeSubscriber(session, room);
+    await waitFor(() => first.streamCounters.takeovers === 1, 5_000, "the first client to see the takeover");
+    await sleep(2_000);
+    assert.deepEqual([first.isConnected(), first.isConnecting(), first.streamCounters.reconnects], [false, false, 0]);
+    assert.deepEqual([second.isConnected(), second.streamCounters.unexpectedEnds], [true, 0], "the second keeps the session");
+    first.dispose();
+    await first.dispose();
+    await sleep(300);
+    assert.equal(second.isConnected(), true, "disposing the first did not LeaveRoom the second's session");
+    assert.equal((await second.getStatus()).connected, true);
+    assert.ok(bridge.running);
+    second.dispose();
+  });
+
   test("rejoin(params) after a bridge restart, as LiveKitManager.rejoinBridge does: joined again, audio flows, no flapping", async () => {
     const { driver, bridge } = ready();
     const user = "legacy-user-2";

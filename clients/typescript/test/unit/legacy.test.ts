@@ -260,6 +260,24 @@ describe("the old LiveKitGrpcClient API (new LiveKitGrpcClient(userSession))", (
     assert.equal((await client.playAudio({ requestId: "x", url: "https://x/y.mp3" })).type, "FAILED");
   });
 
+  test("a takeover (the bridge replaced the session for another JoinRoom) makes it idle: no re-join, and dispose() leaves nobody's session", async () => {
+    const session = new FakeUserSession("old-jan");
+    const client = oldClient(session);
+    await client.connect(roomParams("old-jan"));
+    const streamIndex = (): number => bridge.firstMessages.findIndex((m) => m.user_id === "old-jan");
+    await waitFor(() => streamIndex() >= 0, 2000, "the stream");
+    const joins = bridge.joins.length;
+    bridge.endStreamCleanly(streamIndex(), "session replaced by a new JoinRoom");
+    await waitFor(() => client.streamCounters.takeovers === 1, 2000, "the takeover");
+    await sleep(300);
+    assert.equal(bridge.joins.length, joins, "no re-join: it would take the session back");
+    assert.deepEqual([client.isConnected(), client.isConnecting()], [false, false]);
+    assert.equal(client.streamCounters.reconnects, 0);
+    const leaves = bridge.leaves.length;
+    await client.dispose();
+    assert.equal(bridge.leaves.length, leaves, "no LeaveRoom: the session belongs to the new caller");
+  });
+
   test("LIVEKIT_GRPC_SOCKET wins over the bridgeUrl argument, as before", async () => {
     const saved = process.env["LIVEKIT_GRPC_SOCKET"];
     process.env["LIVEKIT_GRPC_SOCKET"] = "/tmp/lkb-test-no-such.sock";
