@@ -35,7 +35,10 @@ export interface AvailabilityChange {
   available: boolean;
   /** On "unavailable": the longest the fail-fast period can last from now (the cooldown). */
   retryInMs?: number;
-  /** Connection attempts that failed since a connection was last READY. */
+  /**
+   * Connection failures seen since a connection was last READY. A lower bound of the attempts:
+   * while grpc-js keeps retrying in TRANSIENT_FAILURE it reports a run of failed attempts once.
+   */
   failedAttempts: number;
   /** On recovery: how long calls failed fast. */
   unavailableForMs?: number;
@@ -111,7 +114,7 @@ export class BridgeAvailability {
 
   /** The error calls fail with while unavailable. */
   error(): BridgeUnavailableError {
-    return new BridgeUnavailableError(this.retryInMs, `no connection to the bridge for ${this.openAfterMs} ms or more (${this.failed} failed attempts)`);
+    return new BridgeUnavailableError(this.retryInMs, `no connection to the bridge could be made for ${this.openAfterMs} ms`);
   }
 
   /** Calls `listener` on every change; returns the function that removes it. */

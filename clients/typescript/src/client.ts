@@ -281,7 +281,8 @@ export class LiveKitGrpcClient {
 
   /**
    * True while the client is on its way into a room: a connect() or rejoin() under way, or the
-   * stream re-joining in the background. (The old client: only while connect() ran. Callers that
+   * stream re-joining in the background or waiting for an unreachable bridge to come back. (The
+   * old client: only while connect() ran. Callers that
    * create a new client when `!isConnected() && !isConnecting()` therefore leave a reconnecting
    * one alone instead of starting a second session for the same user.)
    */
