@@ -117,6 +117,11 @@ export class BridgeAvailability {
     return new BridgeUnavailableError(this.retryInMs, `no connection to the bridge could be made for ${this.openAfterMs} ms`);
   }
 
+  /** Listeners registered with onChange() (one per live client), for diagnostics. */
+  get listenerCount(): number {
+    return this.listeners.size;
+  }
+
   /** Calls `listener` on every change; returns the function that removes it. */
   onChange(listener: (change: AvailabilityChange) => void): () => void {
     this.listeners.add(listener);

@@ -167,6 +167,9 @@ function sameParams(a: SessionParams, b: SessionParams): boolean {
   );
 }
 
+/** Clients dropped without dispose(): their channel lease and availability listener are released. */
+const abandoned = new FinalizationRegistry<() => void>((release) => release());
+
 export class LiveKitGrpcClient {
   private readonly channel: BridgeChannel;
   /** This session's connection within the shared channel. */
@@ -262,7 +265,31 @@ export class LiveKitGrpcClient {
       ...(options.maxPendingWrites === undefined ? {} : { maxPendingWrites: options.maxPendingWrites }),
     };
     this.stream = new ReconnectingAudioStream(streamOptions);
-    this.stopWatchingAvailability = this.channel.availability.onChange((change) => this.availabilityChanged(change));
+    this.stopWatchingAvailability = LiveKitGrpcClient.watchAvailability(this, this.channel, this.lease);
+  }
+
+  /**
+   * Subscribes `client` to the channel's availability through a weak reference, and gives its place
+   * on the channel back when it is garbage-collected without dispose(): the cloud's LiveKitManager
+   * replaces a client that is not connected by a new one without disposing it, and the channel (shared
+   * by the process) must not keep such clients alive. Static, so its closures cannot capture the
+   * instance.
+   */
+  private static watchAvailability(client: LiveKitGrpcClient, channel: BridgeChannel, lease: ChannelLease): () => void {
+    const ref = new WeakRef(client);
+    const stop = channel.availability.onChange((change) => ref.deref()?.availabilityChanged(change));
+    abandoned.register(
+      client,
+      () => {
+        stop();
+        lease.release();
+      },
+      lease,
+    );
+    return () => {
+      abandoned.unregister(lease);
+      stop();
+    };
   }
 
   /** The user of the current (or last) connect(), else the client's own user. */

@@ -278,6 +278,42 @@ describe("the old LiveKitGrpcClient API (new LiveKitGrpcClient(userSession))", (
     assert.equal(bridge.leaves.length, leaves, "no LeaveRoom: the session belongs to the new caller");
   });
 
+  test("clients dropped without dispose() (LiveKitManager replaces them) are garbage-collected and give their place back", async () => {
+    const bun = (globalThis as { Bun?: { gc(force: boolean): void } }).Bun;
+    const gc = (globalThis as { gc?: () => void }).gc ?? (bun === undefined ? undefined : () => bun.gc(true));
+    assert.ok(gc !== undefined, "needs node --expose-gc (npm run test:unit passes it) or Bun");
+    const channel = sharedBridgeChannel(bridge.address);
+    const baseline = { load: channel.connectionLoad.reduce((a, b) => a + b, 0), listeners: channel.availability.listenerCount };
+    const session = new FakeUserSession("old-kim");
+    const held: LiveKitGrpcClient[] = [];
+    bridge.joinReply = () => ({ success: false, error: "no room" });
+    try {
+      // What startBridgeSubscriber does after a failed connect: a new client, the old one dropped.
+      // (In a function of its own, so no variable of this test's frame keeps the last one.)
+      const failedStart = async (): Promise<void> => {
+        const client = new LiveKitGrpcClient(session, bridge.address);
+        held.push(client);
+        await client.connect(roomParams("old-kim")).catch(() => undefined);
+      };
+      for (let i = 0; i < 50; i++) {
+        await failedStart();
+      }
+    } finally {
+      bridge.joinReply = () => ({ success: true, participant_id: "PA_fake", participant_count: 2 });
+    }
+    const load = (): number => channel.connectionLoad.reduce((a, b) => a + b, 0);
+    gc();
+    await sleep(20);
+    assert.equal(load(), baseline.load + 50, "held clients keep their places");
+    held.length = 0; // dropped, as the manager drops them
+    for (let round = 0; round < 100 && (load() > baseline.load || channel.availability.listenerCount > baseline.listeners); round++) {
+      gc();
+      await sleep(20);
+    }
+    assert.equal(load(), baseline.load, "their leases were released");
+    assert.equal(channel.availability.listenerCount, baseline.listeners, "their listeners were removed");
+  });
+
   test("LIVEKIT_GRPC_SOCKET wins over the bridgeUrl argument, as before", async () => {
     const saved = process.env["LIVEKIT_GRPC_SOCKET"];
     process.env["LIVEKIT_GRPC_SOCKET"] = "/tmp/lkb-test-no-such.sock";
