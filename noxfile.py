@@ -45,15 +45,38 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+# Bun, which the cloud runs on: the npm package `bun` ships its binary (an optional dependency per platform).
+BUN_VERSION = "1.4.4"
+
+
+def _bun(session: nox.Session) -> str:
+    """Bun from the npm registry, installed once into the bridge's cache folder; its directory."""
+    cache = session.run(
+        "python", "-c", "from bridge.devserver import cache_dir; print(cache_dir())", silent=True
+    )
+    prefix = os.path.join(str(cache).strip(), f"bun-{BUN_VERSION}")
+    bin_dir = os.path.join(prefix, "node_modules", ".bin")
+    if not os.path.exists(os.path.join(bin_dir, "bun")):  # a broken link (interrupted install) reinstalls
+        args = ["install", "--prefix", prefix, "--no-audit", "--no-fund", "--no-save", f"bun@{BUN_VERSION}"]
+        session.run("npm", *args, external=True)
+    session.run(os.path.join(bin_dir, "bun"), "--version", external=True)
+    return bin_dir
+
+
 @nox.session(python=PYTHON)
 def client_ts(session: nox.Session) -> None:
-    """The TypeScript client (clients/typescript): build, unit and integration tests against this bridge."""
+    """The TypeScript client (clients/typescript): build, unit, integration and package tests against
+    this bridge, under Node and again under Bun."""
     session.install("-e", ".")
     session.run("python", "-m", "bridge.devserver", "build")
     bridge_python = os.path.join(session.bin, "python")
+    bun_dir = _bun(session)
     with session.chdir("clients/typescript"):
         session.run("npm", "ci", "--no-audit", "--no-fund", external=True)
         session.run("npm", "test", env={"BRIDGE_PYTHON": bridge_python}, external=True)
+        path = os.pathsep.join([bun_dir, session.bin, os.environ.get("PATH", "")])
+        bun_env = {"BRIDGE_PYTHON": bridge_python, "PATH": path}
+        session.run("npm", "run", "test:bun", env=bun_env, external=True)
 
 
 @nox.session(python=PYTHON)

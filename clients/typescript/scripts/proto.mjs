@@ -3,6 +3,8 @@
 //   node scripts/proto.mjs generate   types from ../../proto into src/generated/ (gitignored)
 //   node scripts/proto.mjs copy       the proto itself into dist/proto/, where the client loads it at run time
 //   node scripts/proto.mjs clean      remove dist/ and src/generated/
+//   node scripts/proto.mjs clean-package   remove what `npm pack` ships (dist/src, dist/esm, dist/proto)
+//                                          and src/generated/, leaving the compiled tests alone
 //
 // The repository's proto/ folder is the single source of truth: nothing here is edited by hand, and
 // both outputs are recreated from it on every build, so they cannot drift from it.
@@ -71,7 +73,14 @@ function clean() {
   rmSync(generatedDir, { recursive: true, force: true });
 }
 
-const steps = { generate, copy, clean };
+function cleanPackage() {
+  for (const dir of ["src", "esm", "proto"]) {
+    rmSync(path.join(distDir, dir), { recursive: true, force: true });
+  }
+  rmSync(generatedDir, { recursive: true, force: true });
+}
+
+const steps = { generate, copy, clean, "clean-package": cleanPackage };
 const step = steps[process.argv[2] ?? ""];
 if (!step) {
   console.error(`usage: node scripts/proto.mjs ${Object.keys(steps).join("|")}`);

@@ -16,6 +16,7 @@
  *    channel, not per session, so this costs one TCP connect per second while the bridge is down.
  */
 import * as grpc from "@grpc/grpc-js";
+import { type AvailabilityOptions, BridgeAvailability } from "./availability";
 import { type PlayAudioEventType, playAudioEventTypes } from "./events";
 import {
   _mentra_livekit_bridge_HealthCheckResponse_ServingStatus as GENERATED_SERVING_STATUS,
@@ -48,6 +49,8 @@ export interface BridgeChannelOptions {
   maxSessionsPerConnection?: number;
   /** Further grpc-js channel options; they win over the ones above. */
   channelOptions?: grpc.ChannelOptions;
+  /** When the bridge counts as away, and for how long calls then fail fast (see BridgeAvailability). */
+  availability?: AvailabilityOptions;
 }
 
 /** A session's share of the channel: the stub of the connection it uses. Release it when done. */
@@ -104,6 +107,8 @@ export class BridgeChannel {
   readonly proto: BridgeProto;
   readonly eventTypes: EnumNames<PlayAudioEventType>;
   readonly maxSessionsPerConnection: number;
+  /** Whether the bridge is reachable; shared by every session on this channel. */
+  readonly availability: BridgeAvailability;
   private readonly servingStatus: EnumNames<ServingStatus>;
   private readonly clientOptions: grpc.ClientOptions;
   private readonly credentials: grpc.ChannelCredentials;
@@ -121,6 +126,7 @@ export class BridgeChannel {
       GENERATED_SERVING_STATUS,
     );
     this.maxSessionsPerConnection = Math.max(1, Math.floor(options.maxSessionsPerConnection ?? 40));
+    this.availability = new BridgeAvailability(options.availability);
     this.credentials = options.credentials ?? grpc.credentials.createInsecure();
     const authToken = options.authToken ?? process.env["BRIDGE_AUTH_TOKEN"];
     this.clientOptions = {
@@ -188,6 +194,7 @@ export class BridgeChannel {
       sessions: 0,
     };
     this.connections.push(connection);
+    this.availability.watch(connection.stub.getChannel());
     return connection;
   }
 
@@ -213,6 +220,7 @@ export class BridgeChannel {
   close(): void {
     if (!this.closedValue) {
       this.closedValue = true;
+      this.availability.close();
       for (const connection of this.connections) {
         connection.stub.close();
       }
@@ -228,13 +236,14 @@ export class BridgeChannel {
 const shared = new Map<string, BridgeChannel>();
 
 /**
- * The process-wide channel to `address` (created on first use): what every LiveKitGrpcClient uses
- * unless given a channel. Closing it makes the next call create a fresh one.
+ * The process-wide channel to `address` (created on first use, with `options`; later calls get the
+ * same channel whatever options they pass): what every LiveKitGrpcClient uses unless given a
+ * channel. Closing it makes the next call create a fresh one.
  */
-export function sharedBridgeChannel(address: string = defaultBridgeAddress()): BridgeChannel {
+export function sharedBridgeChannel(address: string = defaultBridgeAddress(), options: Omit<BridgeChannelOptions, "address"> = {}): BridgeChannel {
   let channel = shared.get(address);
   if (channel === undefined) {
-    channel = new BridgeChannel({ address });
+    channel = new BridgeChannel({ ...options, address });
     shared.set(address, channel);
   }
   return channel;

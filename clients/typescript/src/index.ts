@@ -1,3 +1,10 @@
+export {
+  type AvailabilityChange,
+  type AvailabilityOptions,
+  BridgeAvailability,
+  BridgeUnavailableError,
+  DEFAULT_AVAILABILITY,
+} from "./availability";
 export { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff";
 export {
   BridgeChannel,
@@ -20,6 +27,13 @@ export {
   type StopAudioParams,
   type StopAudioResult,
 } from "./client";
+export {
+  isUserSessionLike,
+  type LegacyBridgeEvent,
+  type LegacyBridgeStatus,
+  type SessionLogger,
+  type UserSessionLike,
+} from "./legacy";
 export { int64ToNumber, isTerminal, type PlayAudioEvent, type PlayAudioEventType, toPlayAudioEvent } from "./events";
 export type { Logger } from "./logger";
 export { AudioPacer, type AudioPacerOptions, type PacerCounters, type PacerMode } from "./pacer";
@@ -28,8 +42,14 @@ export { defaultProtoPath, EnumNames, LOADER_OPTIONS, loadBridgeProto, SERVICE_N
 export {
   type AudioStreamState,
   END_REASON_KEY,
+  isTakeover,
   ReconnectingAudioStream,
   type StateChange,
   type StreamCounters,
   type StreamEnd,
 } from "./stream";
+
+import { LiveKitGrpcClient } from "./client";
+
+/** The old module's default export: `import LiveKitGrpcClient from "..."` keeps working. */
+export default LiveKitGrpcClient;

@@ -8,7 +8,7 @@
  * forget it, so a rejection nobody handles would crash the process (Node's default). Whether it
  * played is in the event's `type`.
  */
-import { status as Status, type StatusObject } from "@grpc/grpc-js";
+import { Metadata, status as Status, type StatusObject } from "@grpc/grpc-js";
 import { isTerminal, type PlayAudioEvent, type PlayAudioEventType, type RawPlayAudioEvent, toPlayAudioEvent } from "./events";
 import type { LiveKitBridgeClient } from "./generated/mentra/livekit/bridge/LiveKitBridge";
 import type { PlayAudioRequest } from "./generated/mentra/livekit/bridge/PlayAudioRequest";
@@ -20,11 +20,11 @@ export interface PlayAudioParams {
   /** http(s) URL of an MP3 or WAV file the bridge fetches. */
   url: string;
   /** Gain: 1 = unchanged (also when omitted), 0 = mute. Sent only when given (proto `optional`). */
-  volume?: number;
+  volume?: number | undefined;
   /** Stop what is playing first. */
-  stopOther?: boolean;
+  stopOther?: boolean | undefined;
   /** Track to play on: 0 speaker (default), 1 app_audio, 2 tts, n > 2 `track_n`. */
-  trackId?: number;
+  trackId?: number | undefined;
 }
 
 export type PlayAudioListener = (event: PlayAudioEvent) => void;
@@ -35,6 +35,8 @@ export interface Playback {
   readonly done: Promise<PlayAudioEvent>;
   /** Cancels the call; `done` then resolves with a FAILED event (CANCELLED). */
   cancel(): void;
+  /** Ends the playback with `event` (a FAILED event the client made), then cancels the call. */
+  fail(event: PlayAudioEvent): void;
 }
 
 export interface PlaybackContext {
@@ -66,8 +68,8 @@ export function playAudioRequest(userId: string, params: PlayAudioParams): PlayA
 }
 
 /** A FAILED event made by the client for a call that ended without a terminal event. */
-export function failedEvent(requestId: string, error: string, grpcCode: number): PlayAudioEvent {
-  return { type: "FAILED", requestId, durationMs: 0, positionMs: 0, error, metadata: {}, grpcCode };
+export function failedEvent(requestId: string, error: string, grpcCode: number, code?: string): PlayAudioEvent {
+  return { type: "FAILED", requestId, durationMs: 0, positionMs: 0, error, metadata: code === undefined ? {} : { code }, grpcCode };
 }
 
 function statusError(status: StatusObject): string {
@@ -80,7 +82,9 @@ function statusError(status: StatusObject): string {
 export function startPlayback(context: PlaybackContext, params: PlayAudioParams, onEvent?: PlayAudioListener): Playback {
   const { requestId } = params;
   const { logger } = context;
-  const call = context.stub.playAudio(playAudioRequest(context.userId, params));
+  // waitForReady: right after a bridge restart the call waits for the channel's reconnect (< 1 s)
+  // instead of failing; a bridge that stays away is handled by BridgeAvailability, which fails it.
+  const call = context.stub.playAudio(playAudioRequest(context.userId, params), new Metadata({ waitForReady: true }));
   let resolveDone: (event: PlayAudioEvent) => void = () => undefined;
   const done = new Promise<PlayAudioEvent>((resolve) => {
     resolveDone = resolve;
@@ -124,5 +128,15 @@ export function startPlayback(context: PlaybackContext, params: PlayAudioParams,
   call.on("data", onData);
   call.on("error", ignoreError);
   call.on("status", onStatus);
-  return { requestId, done, cancel: () => call.cancel() };
+  return {
+    requestId,
+    done,
+    cancel: () => call.cancel(),
+    fail: (event) => {
+      if (!settled) {
+        settle(event);
+      }
+      call.cancel();
+    },
+  };
 }

@@ -35,7 +35,11 @@ export interface AudioCall {
   removeListener(event: "status", listener: (status: StatusObject) => void): unknown;
 }
 
-export type AudioStreamState = "idle" | "open" | "reconnecting" | "closed";
+/**
+ * "unavailable": the bridge cannot be reached (BridgeAvailability); no re-join is tried until it
+ * can, or the cooldown (`retryInMs`) has passed.
+ */
+export type AudioStreamState = "idle" | "open" | "reconnecting" | "unavailable" | "closed";
 
 export interface StreamEnd {
   code: number;
@@ -48,7 +52,7 @@ export interface StateChange {
   state: AudioStreamState;
   /** How the previous call ended, on the change to "reconnecting". */
   end?: StreamEnd;
-  /** Delay before the next attempt, on "reconnecting". */
+  /** Delay before the next attempt, on "reconnecting"; the longest the wait can last, on "unavailable". */
   retryInMs?: number;
   /** Why the last re-join failed, on "reconnecting" after a failed attempt. */
   error?: string;
@@ -76,6 +80,8 @@ export interface StreamCounters {
    * cost a re-join.
    */
   rejectedInvalid: number;
+  /** Calls ended because another caller took the session over (not re-joined). */
+  takeovers: number;
 }
 
 export interface ReconnectingAudioStreamOptions {
@@ -88,6 +94,8 @@ export interface ReconnectingAudioStreamOptions {
   rejoin: (isCurrent: () => boolean) => Promise<void>;
   onAudio: (chunk: AudioChunk__Output) => void;
   onStateChange?: (change: StateChange) => void;
+  /** The session was taken over (see isTakeover): the stream is idle now and will not re-join. */
+  onTakeover?: (end: StreamEnd) => void;
   backoff?: Backoff;
   logger?: Logger;
   /** A call that lived this long before ending resets the backoff. Default 5000 ms. */
@@ -95,6 +103,21 @@ export interface ReconnectingAudioStreamOptions {
   /** Writes waiting in the call beyond which new chunks are dropped. Default 32 (about 3 s of 100 ms chunks). */
   maxPendingWrites?: number;
   now?: () => number;
+}
+
+/**
+ * A clean end that says another caller took this user's session: a JoinRoom for the same user
+ * replaced it, or a newer StreamAudio call for it superseded this one (the bridge's texts; see
+ * `_end_for_close` and `serve_stream` in src/bridge/session.py). This client's own re-joins and
+ * connect() calls retire the old call first, so such an end of the *current* call always comes
+ * from someone else.
+ */
+export function isTakeover(end: StreamEnd): boolean {
+  return (
+    end.code === 0 &&
+    end.endReason !== undefined &&
+    (end.endReason.startsWith("session replaced") || end.endReason.startsWith("superseded by a newer StreamAudio call"))
+  );
 }
 
 function ignoreError(): void {
@@ -135,11 +158,14 @@ export class ReconnectingAudioStream {
     droppedWhileDown: 0,
     droppedBackpressure: 0,
     rejectedInvalid: 0,
+    takeovers: 0,
   };
   private generation = 0;
   private active: ActiveCall | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private stateValue: AudioStreamState = "idle";
+  /** Waiting for resume(): the bridge is unreachable. */
+  private suspended = false;
   private userId = "";
 
   constructor(private readonly options: ReconnectingAudioStreamOptions) {
@@ -174,13 +200,38 @@ export class ReconnectingAudioStream {
       throw new Error("the audio stream is disposed");
     }
     this.stop();
+    this.suspended = false;
     this.userId = userId;
     this.backoff.reset();
     this.startCall();
   }
 
+  /**
+   * The bridge is unreachable: retires the call and any retry, and waits for resume() instead of
+   * re-joining (state "unavailable"). Does nothing to a stream that is idle or closed.
+   */
+  suspend(retryInMs: number, error: string): void {
+    if (this.stateValue === "idle" || this.stateValue === "closed") {
+      return;
+    }
+    this.stop();
+    this.suspended = true;
+    this.setState({ state: "unavailable", retryInMs, error, attempts: this.backoff.attempts });
+  }
+
+  /** The bridge is reachable again: re-join now (after the first, short backoff step). */
+  resume(): void {
+    if (!this.suspended) {
+      return;
+    }
+    this.suspended = false;
+    this.backoff.reset();
+    this.scheduleRetry(undefined, undefined);
+  }
+
   /** Ends the call (the caller then leaves the room) and stops reconnecting. The stream can be opened again. */
   close(): void {
+    this.suspended = false;
     this.stop();
     if (this.stateValue !== "closed" && this.stateValue !== "idle") {
       this.setState({ state: "idle", attempts: 0 });
@@ -189,6 +240,7 @@ export class ReconnectingAudioStream {
 
   /** close(), for good. */
   dispose(): void {
+    this.suspended = false;
     this.stop();
     if (this.stateValue !== "closed") {
       this.setState({ state: "closed", attempts: 0 });
@@ -295,6 +347,15 @@ export class ReconnectingAudioStream {
     const reason = endReason(status.metadata);
     if (reason !== undefined) {
       end.endReason = reason;
+    }
+    if (isTakeover(end)) {
+      // Re-joining would take the session back from whoever took it, who would do the same: a loop.
+      this.stats.takeovers += 1;
+      this.logger.warn({ endReason: end.endReason }, "audio stream ended: another JoinRoom or stream took this user's session; not re-joining");
+      this.backoff.reset();
+      this.setState({ state: "idle", end, attempts: 0 });
+      this.options.onTakeover?.(end);
+      return;
     }
     if (this.now() - active.openedAt >= this.stableAfterMs) {
       this.backoff.reset();

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import type { StateChange } from "../../src/index";
+import { BridgeUnavailableError, type StateChange } from "../../src/index";
 import { sine } from "../support/audio";
 import { IntegrationEnv, newRoom } from "../support/env";
 import { sleep, waitFor } from "../support/process";
@@ -151,6 +151,44 @@ describe("LiveKitGrpcClient resilience against the real bridge", () => {
     assert.equal(client.streamCounters.reconnects, 0);
     assert.equal(client.streamCounters.callsOpened, 2);
     assert.equal(client.isConnected(), true);
+    assert.equal((await client.getStatus()).connected, true);
+    await client.dispose();
+  });
+
+  test("a bridge that stays away: after openAfterMs (default 5 s) calls fail fast and the state says so; it recovers on its own", async () => {
+    const { bridge, channel } = ready();
+    const user = "away-user-1";
+    const states: TimedState[] = [];
+    const client = ready().client({ onStateChange: (change) => states.push({ ...change, at: performance.now() }) });
+    await ready().connect(client, user, newRoom());
+    const openAfterMs = channel.availability.openAfterMs;
+
+    const killedAt = performance.now();
+    await bridge.kill();
+    await waitFor(() => states.some((s) => s.state === "unavailable"), openAfterMs + 5_000, "the unavailable state");
+    const unavailableAt = states.find((s) => s.state === "unavailable")?.at ?? 0;
+    assert.ok(unavailableAt - killedAt >= openAfterMs - 100, `unavailable ${unavailableAt - killedAt} ms after the kill`);
+
+    const started = performance.now();
+    const play = await client.playAudio({ requestId: "away-1", url: "http://127.0.0.1:1/x.wav" });
+    const stop = await client.stopAudio();
+    const connect = await client.connect({ userId: user, roomName: "r", token: "t", url: "" }).then(
+      () => "joined",
+      (err: unknown) => (err instanceof BridgeUnavailableError ? "unavailable" : String(err)),
+    );
+    const failFastMs = performance.now() - started;
+    assert.deepEqual([play.metadata["code"], stop.success, connect], ["bridge_unavailable", false, "unavailable"]);
+    assert.ok(failFastMs < 100, `three calls answered in ${failFastMs.toFixed(1)} ms`);
+
+    await bridge.restart();
+    await waitFor(() => client.isConnected(), channel.availability.probeIntervalMs + 5_000, "the re-join");
+    const openAt = states.filter((s) => s.state === "open").at(-1)?.at ?? 0;
+    console.log(
+      `bridge away: unavailable ${(unavailableAt - killedAt).toFixed(0)} ms after the kill (openAfterMs ${openAfterMs}); ` +
+        `3 calls answered in ${failFastMs.toFixed(1)} ms; streaming again ${(openAt - bridge.readyAt).toFixed(0)} ms after ` +
+        `the bridge was back (probe every ${channel.availability.probeIntervalMs} ms)`,
+    );
+    assert.ok(openAt - bridge.readyAt < channel.availability.probeIntervalMs + 2_000);
     assert.equal((await client.getStatus()).connected, true);
     await client.dispose();
   });

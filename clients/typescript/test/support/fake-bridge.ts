@@ -4,6 +4,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import type { AudioChunk, AudioChunk__Output } from "../../src/generated/mentra/livekit/bridge/AudioChunk";
+import type { BridgeStatusResponse } from "../../src/generated/mentra/livekit/bridge/BridgeStatusResponse";
 import type { JoinRoomRequest__Output } from "../../src/generated/mentra/livekit/bridge/JoinRoomRequest";
 import type { JoinRoomResponse } from "../../src/generated/mentra/livekit/bridge/JoinRoomResponse";
 import type { LeaveRoomRequest__Output } from "../../src/generated/mentra/livekit/bridge/LeaveRoomRequest";
@@ -28,6 +29,14 @@ export class FakeBridge {
     success: true,
     participant_id: "PA_fake",
     participant_count: 2,
+  });
+  /** GetStatus's answer: a response, or an error the call fails with. */
+  statusReply: (userId: string) => BridgeStatusResponse | grpc.ServiceError = (userId) => ({
+    connected: true,
+    participant_id: `PA_${userId}`,
+    participant_count: 2,
+    last_disconnect_at: "1700000000123",
+    server_version: "fake",
   });
   /** What PlayAudio does; by default it answers UNIMPLEMENTED. */
   play: (call: PlayCall) => void = (call) => call.emit("error", { code: grpc.status.UNIMPLEMENTED, details: "not yet" });
@@ -75,14 +84,14 @@ export class FakeBridge {
         callback(null, { success: true, stopped_request_id: call.request.request_id });
       },
       HealthCheck: (_call, callback) => callback(null, { status: "SERVING" }),
-      GetStatus: (call, callback) =>
-        callback(null, {
-          connected: true,
-          participant_id: `PA_${call.request.user_id}`,
-          participant_count: 2,
-          last_disconnect_at: "1700000000123",
-          server_version: "fake",
-        }),
+      GetStatus: (call, callback) => {
+        const reply = self().statusReply(call.request.user_id);
+        if ("code" in reply) {
+          callback(reply);
+        } else {
+          callback(null, reply);
+        }
+      },
     };
     server.addService(loadBridgeProto().grpc.mentra.livekit.bridge.LiveKitBridge.service, handlers);
     const bound = await new Promise<number>((resolve, reject) => {

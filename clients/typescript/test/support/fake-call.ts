@@ -66,7 +66,51 @@ export class FakeCall extends EventEmitter implements AudioCall {
   }
 }
 
+type TimerHandle = { hasRef?: () => boolean };
+
+/**
+ * Bun's process.getActiveResourcesInfo() lists nothing, so under Bun the timers are counted by
+ * wrapping the global timer functions (installed when this module loads, before any test runs):
+ * created and neither fired nor cleared, and not unref()'d (what Node's list counts).
+ */
+const bunTimers = typeof (globalThis as { Bun?: unknown }).Bun === "undefined" ? undefined : trackTimers();
+
+function trackTimers(): Set<TimerHandle> {
+  const live = new Set<TimerHandle>();
+  const g = globalThis as unknown as Record<string, (...args: unknown[]) => unknown>;
+  const wrapSet = (name: "setTimeout" | "setInterval", once: boolean): void => {
+    const real = g[name] as (...args: unknown[]) => TimerHandle;
+    g[name] = Object.assign((handler: unknown, ms?: unknown, ...args: unknown[]) => {
+      const callback =
+        typeof handler === "function" && once
+          ? (...callArgs: unknown[]) => {
+              live.delete(timer);
+              return (handler as (...a: unknown[]) => unknown)(...callArgs);
+            }
+          : handler;
+      const timer: TimerHandle = real(callback, ms, ...args);
+      live.add(timer);
+      return timer;
+    }, real);
+  };
+  const wrapClear = (name: "clearTimeout" | "clearInterval"): void => {
+    const real = g[name] as (timer: unknown) => void;
+    g[name] = (timer: unknown) => {
+      live.delete(timer as TimerHandle);
+      real(timer);
+    };
+  };
+  wrapSet("setTimeout", true);
+  wrapSet("setInterval", false);
+  wrapClear("clearTimeout");
+  wrapClear("clearInterval");
+  return live;
+}
+
 /** Timers alive in the process (real timers only). */
 export function activeTimers(): number {
+  if (bunTimers !== undefined) {
+    return [...bunTimers].filter((timer) => timer.hasRef?.() !== false).length;
+  }
   return process.getActiveResourcesInfo().filter((kind) => kind === "Timeout").length;
 }
