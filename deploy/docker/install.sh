@@ -36,7 +36,8 @@ fi
 }
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT INT TERM
+trap 'rm -rf "$work"' EXIT
+trap 'exit 130' INT TERM
 
 pip_install() {
     # $1 = venv; the rest: pip install arguments

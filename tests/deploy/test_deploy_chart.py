@@ -219,13 +219,20 @@ REFUSED = {
     "gRPC probe on a socket": (["--set", "shape=sidecar", "--set", "probes.type=grpc"], "unix socket"),
     "client CA without cert": (["--set", "tls.clientCA=true"], "tls.clientCA needs tls.secretName"),
     "unknown HPA metric": (["--set", "autoscaling.metric=memory"], "autoscaling.metric must be"),
+    "HTTP probe without metrics port": (
+        ["--set", "probes.type=http", "--set", "metrics.port=0"],
+        "probes the metrics port",
+    ),
+    "native sidecar before 1.29": (
+        ["--set", "shape=sidecar", "--kube-version", "1.28.0"],
+        "sidecar.native needs Kubernetes >= 1.29",
+    ),
 }
 
 
-@pytest.mark.parametrize("case", sorted(REFUSED))
-def test_chart_refuses_settings_the_bridge_would_refuse(case: str) -> None:
-    args, message = REFUSED[case]
-    result = subprocess.run(
+def helm_template(*args: str) -> subprocess.CompletedProcess[str]:
+    """`helm template` of the chart; a later --kube-version overrides the default one."""
+    return subprocess.run(
         [
             deploy_env("HELM"),
             "template",
@@ -239,8 +246,21 @@ def test_chart_refuses_settings_the_bridge_would_refuse(case: str) -> None:
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_chart_refuses_settings_the_bridge_would_refuse(case: str) -> None:
+    args, message = REFUSED[case]
+    result = helm_template(*args)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_sidecar_without_native_renders_on_older_clusters() -> None:
+    result = helm_template(
+        "--set", "shape=sidecar", "--set", "sidecar.native=false", "--kube-version", "1.28.0"
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_values_name_every_bridge_setting_they_render() -> None:

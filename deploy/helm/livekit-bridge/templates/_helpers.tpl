@@ -61,6 +61,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and (eq (include "livekit-bridge.probeType" .) "grpc") (eq .Values.shape "sidecar") -}}
 {{- fail "probes.type=grpc cannot reach the sidecar's unix socket: use exec (or auto)" -}}
 {{- end -}}
+{{- if and (eq (include "livekit-bridge.probeType" .) "http") (not .Values.metrics.port) -}}
+{{- fail "probes.type=http probes the metrics port: set metrics.port" -}}
+{{- end -}}
+{{- if and (eq .Values.shape "sidecar") .Values.sidecar.native (semverCompare "<1.29.0-0" .Capabilities.KubeVersion.Version) -}}
+{{- fail (printf "sidecar.native needs Kubernetes >= 1.29 (native sidecars); this is %s: set sidecar.native=false" .Capabilities.KubeVersion.Version) -}}
+{{- end -}}
 {{- if not (has .Values.autoscaling.metric (list "cpu" "sessions")) -}}
 {{- fail (printf "autoscaling.metric must be cpu or sessions, not %q" .Values.autoscaling.metric) -}}
 {{- end -}}
