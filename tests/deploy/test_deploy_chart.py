@@ -270,3 +270,23 @@ def test_values_name_every_bridge_setting_they_render() -> None:
     template = (CHART / "templates/_helpers.tpl").read_text()
     for variable in set(re.findall(r"name: ((?:BRIDGE|LIVEKIT)_[A-Z_]+|PORT)\b", template)):
         assert variable in upcoming or f"`{variable}`" in readme, variable
+
+
+@pytest.mark.parametrize(
+    ("values", "good", "bad"),
+    [
+        ("pool.yaml", "terminationGracePeriodSeconds:", "terminationGracePeriodSecond:"),
+        ("sidecar.yaml", "emptyDir:", "emptyDirectory:"),
+    ],
+)
+def test_manifest_checker_refuses_what_the_api_would(
+    values: str, good: str, bad: str, tmp_path: Path
+) -> None:
+    """`nox -s deploy` decodes every rendered manifest with deploy/helm/check: it must be strict."""
+    text = (Path(deploy_env("RENDERED")) / values).read_text()
+    assert good in text
+    broken = tmp_path / values
+    broken.write_text(text.replace(good, bad))
+    for path, code in ((Path(deploy_env("RENDERED")) / values, 0), (broken, 1)):
+        result = subprocess.run([deploy_env("MANIFEST_CHECK"), str(path)], capture_output=True, text=True)
+        assert result.returncode == code, result.stderr
