@@ -137,7 +137,7 @@ def test_pool_shape(values: str) -> None:
     assert "initContainers" not in spec
 
     # Reachable from other pods, and never without a token or mutual TLS.
-    assert bridge_env["BRIDGE_HOST"] == "0.0.0.0"
+    assert bridge_env["BRIDGE_HOST"] == settings["bridge"]["bindHost"] == "0.0.0.0"
     assert "BRIDGE_AUTH_TOKEN_FILE" in bridge_env or "BRIDGE_TLS_CLIENT_CA" in bridge_env
     if "BRIDGE_AUTH_TOKEN_FILE" in bridge_env:
         (auth,) = [m for m in bridge["volumeMounts"] if m["name"] == "auth"]

@@ -135,7 +135,7 @@ httpGet:
   value: {{ include "livekit-bridge.socketPath" . | quote }}
 {{- else }}
 - name: BRIDGE_HOST
-  value: "0.0.0.0"
+  value: {{ .Values.bridge.bindHost | quote }}
 - name: PORT
   value: {{ .Values.bridge.grpcPort | quote }}
 {{- end }}
