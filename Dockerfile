@@ -31,8 +31,8 @@ RUN groupadd --system --gid 10001 bridge \
        --shell /usr/sbin/nologin bridge
 
 COPY --from=build /opt/livekit-bridge /opt/livekit-bridge
-COPY deploy/docker/entrypoint.sh /usr/local/bin/livekit-bridge-entrypoint
-COPY deploy/docker/healthcheck.py /opt/livekit-bridge/healthcheck.py
+COPY --chmod=0755 deploy/docker/entrypoint.sh /usr/local/bin/livekit-bridge-entrypoint
+COPY --chmod=0644 deploy/docker/healthcheck.py /opt/livekit-bridge/healthcheck.py
 
 ENV PATH=/opt/livekit-bridge/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
