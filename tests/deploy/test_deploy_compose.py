@@ -3,6 +3,7 @@ runs here), and its LiveKit config started with the real livekit-server on loopb
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import time
@@ -81,10 +82,18 @@ def test_the_checker_really_validates(tmp_path: Path) -> None:
 
 
 def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free loopback port below Linux's ephemeral range (32768+), where an outgoing connection can
+    take a port between this check and the server's bind (as bridge.devserver does)."""
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randint(20000, 32000)
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port")
 
 
 def test_livekit_config_starts_the_real_server(installed_venv: Path, tmp_path: Path) -> None:
