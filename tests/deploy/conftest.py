@@ -30,18 +30,48 @@ def repo() -> Path:
     return REPO
 
 
+def build_context(target: Path) -> Path:
+    """What the Dockerfile's build stage has in WORKDIR /src: its COPY instructions (before the
+    second FROM) replayed from this checkout, __pycache__ left out as .dockerignore does. Returns
+    the /src stand-in, so install.sh runs on exactly the files the image build gives it."""
+    import re
+    import shutil
+
+    text = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
+    build_stage = text.split("\nFROM ")[1]
+    src = target / "src"
+    src.mkdir(parents=True)
+    for line in build_stage.splitlines():
+        words = line.split()
+        if not words or words[0] != "COPY":
+            continue
+        *sources, dest = [w for w in words[1:] if not w.startswith("--")]
+        for source in sources:
+            origin, into = REPO / source, src / dest
+            if origin.is_dir():
+                ignore = shutil.ignore_patterns("__pycache__", "*.py[cod]")
+                shutil.copytree(origin, into, ignore=ignore, dirs_exist_ok=True)
+            else:
+                into.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(origin, into / origin.name)
+    return src
+
+
 @pytest.fixture(scope="session")
 def installed_venv() -> Path:
-    """A venv made by deploy/docker/install.sh (the Dockerfile's install step) in a fresh temp dir."""
+    """A venv made by deploy/docker/install.sh (the Dockerfile's install step) in a fresh temp dir,
+    run as the build stage runs it: on the files the Dockerfile copies, nothing else."""
     import subprocess
     import sys
     import time
 
-    venv = Path(deploy_env("INSTALL_DIR")) / "venv"
+    root = Path(deploy_env("INSTALL_DIR"))
+    venv = root / "venv"
     if not venv.exists():
+        src = build_context(root / "context")
         started = time.monotonic()
         result = subprocess.run(
-            ["sh", str(REPO / "deploy/docker/install.sh"), str(venv), str(REPO)],
+            ["sh", str(src / "deploy/docker/install.sh"), str(venv), str(src)],
             env={**os.environ, "PYTHON": sys.executable},
             capture_output=True,
             text=True,
