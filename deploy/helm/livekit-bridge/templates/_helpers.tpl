@@ -1,0 +1,242 @@
+{{/* Names and labels. */}}
+{{- define "livekit-bridge.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "livekit-bridge.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "livekit-bridge.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "livekit-bridge.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: {{ .Values.shape }}
+{{- end -}}
+
+{{- define "livekit-bridge.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "livekit-bridge.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "livekit-bridge.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "livekit-bridge.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The bearer token is for the pool's TCP listener; a sidecar's unix socket is owner-only instead. */}}
+{{- define "livekit-bridge.useToken" -}}
+{{- if and (eq .Values.shape "pool") .Values.auth.tokenSecret.name -}}true{{- end -}}
+{{- end -}}
+
+{{- define "livekit-bridge.socketPath" -}}
+{{- printf "%s/bridge.sock" (trimSuffix "/" .Values.sidecar.socketDir) -}}
+{{- end -}}
+
+{{/* Checks that would otherwise surface as a bridge that refuses to start. */}}
+{{- define "livekit-bridge.validate" -}}
+{{- if not (has .Values.shape (list "pool" "sidecar")) -}}
+{{- fail (printf "shape must be pool or sidecar, not %q" .Values.shape) -}}
+{{- end -}}
+{{- if not (has .Values.probes.type (list "auto" "grpc" "exec" "http")) -}}
+{{- fail (printf "probes.type must be auto, grpc, exec or http, not %q" .Values.probes.type) -}}
+{{- end -}}
+{{- if and (eq .Values.shape "pool") (not .Values.auth.tokenSecret.name) (not (and .Values.tls.secretName .Values.tls.clientCA)) -}}
+{{- fail "pool shape: the bridge binds a pod address, which needs auth.tokenSecret.name or mutual TLS (tls.secretName + tls.clientCA)" -}}
+{{- end -}}
+{{- if and .Values.tls.clientCA (not .Values.tls.secretName) -}}
+{{- fail "tls.clientCA needs tls.secretName (its ca.crt is the client CA)" -}}
+{{- end -}}
+{{- if and (eq (include "livekit-bridge.probeType" .) "grpc") .Values.tls.secretName -}}
+{{- fail "probes.type=grpc cannot check a TLS listener (the kubelet's gRPC probe speaks plaintext): use exec, or http once the bridge serves /healthz" -}}
+{{- end -}}
+{{- if and (eq (include "livekit-bridge.probeType" .) "grpc") (eq .Values.shape "sidecar") -}}
+{{- fail "probes.type=grpc cannot reach the sidecar's unix socket: use exec (or auto)" -}}
+{{- end -}}
+{{- if and (eq (include "livekit-bridge.probeType" .) "http") (not .Values.metrics.port) -}}
+{{- fail "probes.type=http probes the metrics port: set metrics.port" -}}
+{{- end -}}
+{{- if and (eq .Values.shape "sidecar") .Values.sidecar.native (semverCompare "<1.29.0-0" .Capabilities.KubeVersion.Version) -}}
+{{- fail (printf "sidecar.native needs Kubernetes >= 1.29 (native sidecars); this is %s: set sidecar.native=false" .Capabilities.KubeVersion.Version) -}}
+{{- end -}}
+{{- if not (has .Values.autoscaling.metric (list "cpu" "sessions")) -}}
+{{- fail (printf "autoscaling.metric must be cpu or sessions, not %q" .Values.autoscaling.metric) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The probe mechanism in force: see probes.type in values.yaml. */}}
+{{- define "livekit-bridge.probeType" -}}
+{{- if ne .Values.probes.type "auto" -}}
+{{- .Values.probes.type -}}
+{{- else if eq .Values.shape "sidecar" -}}
+exec
+{{- else if and .Values.tls.secretName .Values.tls.clientCA -}}
+http
+{{- else if .Values.tls.secretName -}}
+exec
+{{- else -}}
+grpc
+{{- end -}}
+{{- end -}}
+
+{{/*
+Seconds the kubelet waits between SIGTERM and SIGKILL: the bridge's drain (BRIDGE_DRAIN_TIMEOUT_S,
+when set) + its session shutdown (BRIDGE_SHUTDOWN_TIMEOUT_S) + a margin; for a native sidecar, plus
+the cloud's own shutdown, which comes first. Tied here so raising either
+timeout cannot leave a grace period that kills a draining bridge.
+*/}}
+{{- define "livekit-bridge.terminationGracePeriodSeconds" -}}
+{{- $drain := int (default 0 .Values.bridge.drainTimeoutSeconds) -}}
+{{- $shutdown := int .Values.bridge.shutdownTimeoutSeconds -}}
+{{- $cloud := 0 -}}
+{{- if and (eq .Values.shape "sidecar") .Values.sidecar.native -}}
+{{- /* a native sidecar gets SIGTERM only after the cloud container has exited */ -}}
+{{- $cloud = int .Values.sidecar.cloud.terminationSeconds -}}
+{{- end -}}
+{{- add $drain $shutdown $cloud (int .Values.terminationGraceMarginSeconds) -}}
+{{- end -}}
+
+{{/* One probe body (no period/threshold fields): grpc, exec or http. $path is used by http only. */}}
+{{- define "livekit-bridge.probeHandler" -}}
+{{- $root := index . 0 -}}
+{{- $path := index . 1 -}}
+{{- $type := include "livekit-bridge.probeType" $root -}}
+{{- if eq $type "grpc" }}
+grpc:
+  port: {{ $root.Values.bridge.grpcPort }}
+{{- else if eq $type "exec" }}
+exec:
+  command: ["/opt/livekit-bridge/bin/python", "/opt/livekit-bridge/healthcheck.py"]
+{{- else }}
+{{- /*
+  ===== HTTP probes (issue #13 item 3) =====
+  /healthz (alive) and /readyz (ready: serving and not draining, below BRIDGE_MAX_SESSIONS) on the
+  metrics port, for clusters that terminate TLS at the bridge (the kubelet's gRPC probe cannot do
+  TLS). The bridge does not serve these paths yet: probes.type=http is for the release that does.
+*/}}
+httpGet:
+  path: {{ $path }}
+  port: metrics
+{{- end }}
+{{- end -}}
+
+{{/* The bridge's environment (README's settings table). */}}
+{{- define "livekit-bridge.env" -}}
+{{- if eq .Values.shape "sidecar" }}
+- name: LIVEKIT_GRPC_SOCKET
+  value: {{ include "livekit-bridge.socketPath" . | quote }}
+{{- else }}
+- name: BRIDGE_HOST
+  value: {{ .Values.bridge.bindHost | quote }}
+- name: PORT
+  value: {{ .Values.bridge.grpcPort | quote }}
+{{- end }}
+{{- with .Values.bridge.livekitUrl }}
+- name: LIVEKIT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.bridge.roomServerAllow }}
+- name: BRIDGE_LIVEKIT_URL_ALLOW
+  value: {{ . | quote }}
+{{- end }}
+- name: BRIDGE_SHUTDOWN_TIMEOUT_S
+  value: {{ .Values.bridge.shutdownTimeoutSeconds | quote }}
+{{- if not (kindIs "invalid" .Values.bridge.drainTimeoutSeconds) }}
+- name: BRIDGE_DRAIN_TIMEOUT_S
+  value: {{ .Values.bridge.drainTimeoutSeconds | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" .Values.bridge.maxSessions) }}
+- name: BRIDGE_MAX_SESSIONS
+  value: {{ .Values.bridge.maxSessions | quote }}
+{{- end }}
+{{- if .Values.metrics.port }}
+- name: BRIDGE_METRICS_PORT
+  value: {{ .Values.metrics.port | quote }}
+- name: BRIDGE_METRICS_HOST
+  value: "0.0.0.0"
+{{- end }}
+{{- if include "livekit-bridge.useToken" . }}
+- name: BRIDGE_AUTH_TOKEN_FILE
+  value: /etc/livekit-bridge/auth/{{ .Values.auth.tokenSecret.key }}
+{{- end }}
+{{- if .Values.tls.secretName }}
+- name: BRIDGE_TLS_CERT
+  value: /etc/livekit-bridge/tls/tls.crt
+- name: BRIDGE_TLS_KEY
+  value: /etc/livekit-bridge/tls/tls.key
+{{- if .Values.tls.clientCA }}
+- name: BRIDGE_TLS_CLIENT_CA
+  value: /etc/livekit-bridge/tls/ca.crt
+{{- end }}
+{{- end }}
+- name: BRIDGE_NOFILE
+  value: {{ .Values.bridge.nofile | quote }}
+- name: BRIDGE_LOG_LEVEL
+  value: {{ .Values.bridge.logLevel | quote }}
+- name: BRIDGE_LOG_FORMAT
+  value: {{ .Values.bridge.logFormat | quote }}
+{{- with .Values.bridge.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The bridge container (both shapes). */}}
+{{- define "livekit-bridge.container" -}}
+- name: bridge
+  image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  {{- if and (eq .Values.shape "sidecar") .Values.sidecar.native }}
+  restartPolicy: Always
+  {{- end }}
+  env:
+    {{- include "livekit-bridge.env" . | trim | nindent 4 }}
+  ports:
+    {{- if eq .Values.shape "pool" }}
+    - name: grpc
+      containerPort: {{ .Values.bridge.grpcPort }}
+      protocol: TCP
+    {{- end }}
+    {{- if .Values.metrics.port }}
+    - name: metrics
+      containerPort: {{ .Values.metrics.port }}
+      protocol: TCP
+    {{- end }}
+  startupProbe:
+    {{- include "livekit-bridge.probeHandler" (list . .Values.probes.http.livenessPath) | trim | nindent 4 }}
+    {{- toYaml .Values.probes.startup | nindent 4 }}
+  livenessProbe:
+    {{- include "livekit-bridge.probeHandler" (list . .Values.probes.http.livenessPath) | trim | nindent 4 }}
+    {{- toYaml .Values.probes.liveness | nindent 4 }}
+  readinessProbe:
+    {{- include "livekit-bridge.probeHandler" (list . .Values.probes.http.readinessPath) | trim | nindent 4 }}
+    {{- toYaml .Values.probes.readiness | nindent 4 }}
+  resources:
+    {{- toYaml .Values.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: tmp
+      mountPath: /tmp
+    {{- if eq .Values.shape "sidecar" }}
+    - name: bridge-socket
+      mountPath: {{ .Values.sidecar.socketDir }}
+    {{- end }}
+    {{- if include "livekit-bridge.useToken" . }}
+    - name: auth
+      mountPath: /etc/livekit-bridge/auth
+      readOnly: true
+    {{- end }}
+    {{- if .Values.tls.secretName }}
+    - name: tls
+      mountPath: /etc/livekit-bridge/tls
+      readOnly: true
+    {{- end }}
+{{- end -}}
