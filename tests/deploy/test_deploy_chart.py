@@ -144,7 +144,10 @@ def test_pool_shape(values: str) -> None:
         (volume,) = [v for v in spec["volumes"] if v["name"] == "auth"]
         key = volume["secret"]["items"][0]["path"]
         assert bridge_env["BRIDGE_AUTH_TOKEN_FILE"] == f"{auth['mountPath']}/{key}"
-    if "BRIDGE_TLS_CERT" in bridge_env:
+    if "BRIDGE_METRICS_PORT" in bridge_env:
+        # readiness that knows "full" and "draining", whatever TLS the gRPC port has
+        assert bridge["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    elif "BRIDGE_TLS_CERT" in bridge_env:
         # the kubelet's gRPC probe cannot speak TLS
         assert "grpc" not in bridge["readinessProbe"]
     else:
@@ -265,7 +268,7 @@ def test_sidecar_without_native_renders_on_older_clusters() -> None:
 
 def test_values_name_every_bridge_setting_they_render() -> None:
     """Every BRIDGE_* variable the chart sets is one the bridge reads, or one issue #13 adds."""
-    upcoming = {"BRIDGE_MAX_SESSIONS", "BRIDGE_DRAIN_TIMEOUT_S", "BRIDGE_NOFILE"}  # NOFILE: entrypoint
+    upcoming = {"BRIDGE_NOFILE"}  # read by the image's entrypoint, not the bridge
     readme = (REPO / "README.md").read_text()
     template = (CHART / "templates/_helpers.tpl").read_text()
     for variable in set(re.findall(r"name: ((?:BRIDGE|LIVEKIT)_[A-Z_]+|PORT)\b", template)):

@@ -56,7 +56,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail "tls.clientCA needs tls.secretName (its ca.crt is the client CA)" -}}
 {{- end -}}
 {{- if and (eq (include "livekit-bridge.probeType" .) "grpc") .Values.tls.secretName -}}
-{{- fail "probes.type=grpc cannot check a TLS listener (the kubelet's gRPC probe speaks plaintext): use exec, or http once the bridge serves /healthz" -}}
+{{- fail "probes.type=grpc cannot check a TLS listener (the kubelet's gRPC probe speaks plaintext): use http (the metrics port's /healthz and /readyz) or exec" -}}
 {{- end -}}
 {{- if and (eq (include "livekit-bridge.probeType" .) "grpc") (eq .Values.shape "sidecar") -}}
 {{- fail "probes.type=grpc cannot reach the sidecar's unix socket: use exec (or auto)" -}}
@@ -78,7 +78,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- .Values.probes.type -}}
 {{- else if eq .Values.shape "sidecar" -}}
 exec
-{{- else if and .Values.tls.secretName .Values.tls.clientCA -}}
+{{- else if .Values.metrics.port -}}
 http
 {{- else if .Values.tls.secretName -}}
 exec
@@ -117,10 +117,9 @@ exec:
   command: ["/opt/livekit-bridge/bin/python", "/opt/livekit-bridge/healthcheck.py"]
 {{- else }}
 {{- /*
-  ===== HTTP probes (issue #13 item 3) =====
-  /healthz (alive) and /readyz (ready: serving and not draining, below BRIDGE_MAX_SESSIONS) on the
-  metrics port, for clusters that terminate TLS at the bridge (the kubelet's gRPC probe cannot do
-  TLS). The bridge does not serve these paths yet: probes.type=http is for the release that does.
+  ===== HTTP probes =====
+  /healthz (alive) and /readyz (ready: not draining, not shutting down, below BRIDGE_MAX_SESSIONS) on
+  the metrics port (bridge/metrics_server.py); they work whatever TLS the gRPC port has.
 */}}
 httpGet:
   path: {{ $path }}
