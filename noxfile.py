@@ -41,7 +41,7 @@ def proto(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Unit and integration tests; integration tests build (once) and start a real LiveKit server."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "bridge.devserver", "build")
+    session.run("python", "-m", "bridge.testing.devserver", "build")
     session.run("pytest", *session.posargs)
 
 
@@ -52,7 +52,7 @@ BUN_VERSION = "1.4.4"
 def _bun(session: nox.Session) -> str:
     """Bun from the npm registry, installed once into the bridge's cache folder; its directory."""
     cache = session.run(
-        "python", "-c", "from bridge.devserver import cache_dir; print(cache_dir())", silent=True
+        "python", "-c", "from bridge.testing.devserver import cache_dir; print(cache_dir())", silent=True
     )
     prefix = os.path.join(str(cache).strip(), f"bun-{BUN_VERSION}")
     bin_dir = os.path.join(prefix, "node_modules", ".bin")
@@ -68,7 +68,7 @@ def client_ts(session: nox.Session) -> None:
     """The TypeScript client (clients/typescript): build, unit, integration and package tests against
     this bridge, under Node and again under Bun."""
     session.install("-e", ".")
-    session.run("python", "-m", "bridge.devserver", "build")
+    session.run("python", "-m", "bridge.testing.devserver", "build")
     bridge_python = os.path.join(session.bin, "python")
     bun_dir = _bun(session)
     with session.chdir("clients/typescript"):
@@ -85,7 +85,7 @@ def bridge(session: nox.Session) -> None:
     session.install("-e", ".")
     args = [] if os.environ.get("LIVEKIT_URL") else ["--dev-server"]
     if args:  # find or build livekit-server first: build progress, and a missing Go as a one-line error
-        session.run("python", "-m", "bridge.devserver", "build")
+        session.run("python", "-m", "bridge.testing.devserver", "build")
     session.run("livekit-bridge", *args, *session.posargs)
 
 

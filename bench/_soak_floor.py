@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _benchlib import rss_mib
 
-from bridge.audio.synth import tone
 from bridge.memory import heap_usage
+from bridge.testing.synth import tone
 
 _RATE = 48000
 

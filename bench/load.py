@@ -4,7 +4,7 @@
 
 Processes (all on 127.0.0.1; every one is killed when this script ends, Ctrl-C included):
 
-- a LiveKit server (bridge.devserver.LocalLiveKitServer), not pinned;
+- a LiveKit server (bridge.testing.devserver.LocalLiveKitServer), not pinned;
 - the phones (bench/_load_workers.py phones), pinned to the LOAD core: N real participants, each
   sending a lossy data packet every 100 ms (1 sequence byte + 3200 bytes with a send timestamp);
   the phones of talkback sessions also listen for tone bursts;
@@ -57,7 +57,7 @@ from _benchlib import (
 from _load_workers import HEADER, PERIOD_S, silence_chunk, talkback_slots, tone_chunk
 
 from bridge._gen.mentra.livekit.bridge import AudioChunk, JoinRoomRequest, LeaveRoomRequest
-from bridge.devserver import LocalLiveKitServer, ensure_server_binary
+from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
 
 STREAM_AUDIO = "/mentra.livekit.bridge.LiveKitBridge/StreamAudio"
 WORKERS = Path(__file__).resolve().parent / "_load_workers.py"

@@ -38,8 +38,8 @@ from bridge._gen.mentra.livekit.bridge import (
     PlayAudioRequest,
     StopAudioRequest,
 )
-from bridge.audio.synth import encode_mp3, encode_wav, tone
-from bridge.devserver import LocalLiveKitServer, ensure_server_binary
+from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
+from bridge.testing.synth import encode_mp3, encode_wav, tone
 from support.media_server import MediaServer
 from support.playback import EventType, PlaybackCall
 

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _benchlib import least_squares_slope
 
-from bridge.devserver import LocalLiveKitServer, ensure_server_binary
 from bridge.memory import heap_usage
+from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
 
 _HOLD_S = 0.5
 

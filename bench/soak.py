@@ -76,8 +76,8 @@ from bridge._gen.mentra.livekit.bridge import (
     PlayAudioRequest,
     StopAudioRequest,
 )
-from bridge.audio.synth import encode_wav, tone
-from bridge.devserver import DEV_API_KEY, DEV_API_SECRET, dev_token
+from bridge.testing.devserver import DEV_API_KEY, DEV_API_SECRET, dev_token
+from bridge.testing.synth import encode_wav, tone
 from support.media_server import MediaServer
 
 __all__ = ["Sample", "SoakResult", "SoakSettings", "format_report", "run_soak"]
@@ -917,7 +917,7 @@ def main() -> int:
     if args.livekit_url and not args.livekit_url.startswith(("ws://127.", "ws://localhost")):
         parser.error("--livekit-url must be a loopback ws:// URL")
 
-    from bridge.devserver import LocalLiveKitServer, ensure_server_binary
+    from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
 
     server = None
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from bridge.audio.analysis import dominant_frequency, loud_segment, rms
+from bridge.testing.analysis import dominant_frequency, loud_segment, rms
 
 __all__ = ["dominant_frequency", "loud_segment", "rms", "sine"]
 

@@ -1,7 +1,7 @@
 """Shared fixtures: a real LiveKit server, a trio-asyncio loop, and a running bridge.
 
 Every integration test talks to a real ``livekit-server`` (built from its Go module into a cache
-folder, started on loopback with the config in src/bridge/resources/livekit-dev.yaml) through real
+folder, started on loopback with the config in src/bridge/testing/resources/livekit-dev.yaml) through real
 ``livekit`` SDK participants. Nothing leaves 127.0.0.1.
 """
 
@@ -19,7 +19,7 @@ from trio_asyncio import aio_as_trio
 
 from bridge import BridgeConfig, BridgeState, serve
 from bridge._gen.mentra.livekit.bridge import HealthCheckRequest, LiveKitBridgeStub
-from bridge.devserver import LocalLiveKitServer, ensure_server_binary
+from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
 from support.leaks import TaskCensus
 
 

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dev_server:
         return _serve_until_signalled(config)
 
-    from .devserver import DevServerError, LocalLiveKitServer, ensure_server_binary
+    from .testing.devserver import DevServerError, LocalLiveKitServer, ensure_server_binary
 
     port_text = os.environ.get("BRIDGE_DEV_LIVEKIT_PORT", "7880")
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         ensure_server_binary()
         with LocalLiveKitServer(port=int(port_text)) as lk:
             log.info(
-                "local LiveKit server at %s (api key %s; dev secret in bridge/devserver.py; "
-                "mint tokens with `python -m bridge.devserver token USER ROOM`)",
+                "local LiveKit server at %s (api key %s; dev secret in bridge/testing/devserver.py; "
+                "mint tokens with `python -m bridge.testing.devserver token USER ROOM`)",
                 lk.url,
                 lk.api_key,
             )

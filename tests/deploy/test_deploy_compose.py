@@ -83,7 +83,7 @@ def test_the_checker_really_validates(tmp_path: Path) -> None:
 
 def _free_port(kind: int) -> int:
     """A free loopback port below Linux's ephemeral range (32768+), where an outgoing connection can
-    take a port between this check and the server's bind (as bridge.devserver does)."""
+    take a port between this check and the server's bind (as bridge.testing.devserver does)."""
     rng = random.Random()
     for _ in range(100):
         port = rng.randint(20000, 32000)
@@ -103,7 +103,7 @@ def test_livekit_config_starts_the_real_server(installed_venv: Path, tmp_path: P
             [
                 str(installed_venv / "bin/python"),
                 "-c",
-                "from bridge.devserver import *; print(ensure_server_binary())",
+                "from bridge.testing.devserver import *; print(ensure_server_binary())",
             ],
             capture_output=True,
             text=True,

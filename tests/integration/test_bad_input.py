@@ -23,8 +23,8 @@ from bridge._gen.mentra.livekit.bridge import (
     PlayAudioRequest,
     StopAudioRequest,
 )
+from bridge.testing.cloud import CloudStream
 from support import participants
-from support.cloud import CloudStream
 from support.flows import join, new_room, wait_until
 
 pytestmark = pytest.mark.livekit

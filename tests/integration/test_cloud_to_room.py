@@ -11,8 +11,8 @@ from trio_asyncio import aio_as_trio
 
 from audio_checks import dominant_frequency, loud_segment, rms, sine
 from bridge._gen.mentra.livekit.bridge import AudioChunk, LeaveRoomRequest
+from bridge.testing.cloud import CloudStream
 from support import participants
-from support.cloud import CloudStream
 from support.flows import join, new_room, wait_until
 from support.leaks import assert_back_to
 

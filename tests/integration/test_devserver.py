@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devserver import (
+from bridge.testing.devserver import (
     SERVER_BIN_ENV,
     DevServerError,
     LocalLiveKitServer,
@@ -191,7 +191,10 @@ def test_a_livekit_server_on_path_at_the_pinned_version_runs_instead_of_a_build(
     monkeypatch.setenv("LIVEKIT_BRIDGE_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("PATH", f"{on_path.parent}{os.pathsep}{os.environ['PATH']}")
     built = subprocess.run(
-        [sys.executable, "-m", "bridge.devserver", "build"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "bridge.testing.devserver", "build"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert built.returncode == 0 and built.stdout.strip() == str(on_path), built
     with LocalLiveKitServer() as srv:

@@ -12,10 +12,10 @@ from grpclib.health.v1.health_pb2 import HealthCheckResponse as GrpcHealthCheckR
 from trio_asyncio import aio_as_trio
 
 from bridge._gen.mentra.livekit.bridge import HealthCheckRequest, PlayAudioRequest
-from bridge.audio.synth import encode_wav, tone
+from bridge.testing.cloud import CloudStream
+from bridge.testing.synth import encode_wav, tone
 from conftest import start_bridge
 from support import participants
-from support.cloud import CloudStream
 from support.flows import join, new_room, wait_until
 from support.leaks import TaskCensus, assert_back_to
 from support.media_server import MediaServer

@@ -13,9 +13,9 @@ from grpclib.config import Configuration
 from trio_asyncio import aio_as_trio
 
 from bridge._gen.mentra.livekit.bridge import AudioChunk, BridgeStatusRequest, LeaveRoomRequest
+from bridge.testing.cloud import STREAM_AUDIO, CloudStream
 from conftest import RunningBridge, running_bridge
 from support import participants
-from support.cloud import STREAM_AUDIO, CloudStream
 from support.flows import join, new_room, wait_until
 from support.leaks import assert_back_to
 

@@ -37,7 +37,7 @@ from bridge._gen.mentra.livekit.bridge import (
     PlayAudioRequest,
     StopAudioRequest,
 )
-from bridge.devserver import LocalLiveKitServer
+from bridge.testing.devserver import LocalLiveKitServer
 
 pytestmark = pytest.mark.livekit
 

@@ -22,7 +22,7 @@ from trio_asyncio import aio_as_trio
 
 from bridge import BridgeConfig
 from bridge._gen.mentra.livekit.bridge import PlayAudioRequest
-from bridge.audio.synth import encode_wav, tone
+from bridge.testing.synth import encode_wav, tone
 from conftest import RunningBridge, running_bridge
 from support.flows import join, new_room
 from support.hostile_server import HostileServer, gzip_bomb, peak_rss_probe

@@ -17,9 +17,9 @@ from bridge._gen.mentra.livekit.bridge import (
     LeaveRoomRequest,
 )
 from bridge.session import CloseReason
+from bridge.testing.cloud import CloudStream
 from conftest import running_bridge
 from support import participants
-from support.cloud import CloudStream
 from support.flows import join, new_room, wait_until
 from support.leaks import assert_back_to
 

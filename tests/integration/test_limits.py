@@ -26,10 +26,10 @@ from bridge._gen.mentra.livekit.bridge import (
     LeaveRoomRequest,
     PlayAudioRequest,
 )
-from bridge.audio.synth import encode_wav, tone
+from bridge.testing.cloud import CloudStream
+from bridge.testing.synth import encode_wav, tone
 from conftest import RunningBridge, running_bridge
 from support import participants
-from support.cloud import CloudStream
 from support.flows import join, new_room, wait_until
 from support.leaks import assert_back_to
 from support.media_server import MediaServer

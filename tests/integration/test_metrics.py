@@ -11,10 +11,10 @@ import trio
 from trio_asyncio import aio_as_trio
 
 from bridge._gen.mentra.livekit.bridge import JoinRoomRequest, LeaveRoomRequest, PlayAudioRequest
-from bridge.audio.synth import encode_wav, tone
+from bridge.testing.cloud import CloudStream
+from bridge.testing.synth import encode_wav, tone
 from conftest import running_bridge
 from support import participants
-from support.cloud import CloudStream
 from support.flows import join, new_room, wait_until
 from support.media_server import MediaServer
 from support.playback import PlaybackCall

@@ -16,7 +16,7 @@ from trio_asyncio import aio_as_trio
 
 from audio_checks import dominant_frequency, loud_segment, rms
 from bridge._gen.mentra.livekit.bridge import LeaveRoomRequest, PlayAudioRequest, StopAudioRequest
-from bridge.audio.synth import encode_mp3, encode_wav, tone
+from bridge.testing.synth import encode_mp3, encode_wav, tone
 from conftest import RunningBridge, running_bridge
 from support import participants
 from support.flows import join, new_room, wait_until

@@ -14,8 +14,8 @@ from bridge._gen.mentra.livekit.bridge import (
     LeaveRoomRequest,
 )
 from bridge.session import BridgeSession
+from bridge.testing.cloud import CloudStream
 from support import participants
-from support.cloud import CloudStream
 from support.flows import join, new_room, wait_until
 from support.leaks import assert_back_to
 

@@ -30,8 +30,8 @@ from bridge._gen.mentra.livekit.bridge import (
     LeaveRoomRequest,
     LiveKitBridgeStub,
 )
+from bridge.testing.cloud import CloudStream
 from conftest import make_config
-from support.cloud import CloudStream
 from support.flows import join, new_room
 
 pytestmark = pytest.mark.livekit
@@ -198,7 +198,7 @@ async def _silent_streams(channel: Channel, count: int, opened: trio.Event, stat
     import grpclib.const
 
     from bridge._gen.mentra.livekit.bridge import AudioChunk
-    from support.cloud import STREAM_AUDIO
+    from bridge.testing.cloud import STREAM_AUDIO
 
     async def one() -> None:
         try:

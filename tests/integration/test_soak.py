@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devserver import LocalLiveKitServer
+from bridge.testing.devserver import LocalLiveKitServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 

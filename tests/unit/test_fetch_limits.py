@@ -13,12 +13,12 @@ import pytest
 import trio
 from trio_asyncio import aio_as_trio
 
-from bridge.audio.synth import encode_wav, tone
 from bridge.fetch import Fetcher, FetchLimits, HostPolicy
 from bridge.fetch_budget import ServerWaitBudget
 from bridge.fetch_errors import FetchBusyError, FetchTimeoutError, UnsupportedEncodingError
 from bridge.fetch_slots import FetchSlots
 from bridge.resolver import ThreadedResolver
+from bridge.testing.synth import encode_wav, tone
 from support.hostile_server import HostileServer
 
 LOOPBACK = HostPolicy.parse("127.0.0.1")

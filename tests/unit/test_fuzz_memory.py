@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, event, given, settings, target
 from trio_asyncio import aio_as_trio
 
 from bridge.audio.decode import DecodeError, UnsupportedFormatError, open_decoder
-from bridge.audio.synth import encode_mp3, encode_wav, tone
 from bridge.fetch import Fetcher, FetchLimits, HostPolicy
 from bridge.fetch_errors import FetchError, FetchFailedError
+from bridge.testing.synth import encode_mp3, encode_wav, tone
 from support.hostile_server import RawServer, gzip_bomb
 
 DECODE_FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))

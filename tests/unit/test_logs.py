@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.devserver import dev_token
 from bridge.logs import configure_logging
 from bridge.redact import forget_secret, remember_secret
+from bridge.testing.devserver import dev_token
 
 
 @pytest.fixture

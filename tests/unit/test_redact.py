@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import logging
 
-from bridge.devserver import dev_token
 from bridge.redact import REDACTED, RedactingFilter, redact
+from bridge.testing.devserver import dev_token
 
 TOKEN = dev_token("someone", "some-room")
 

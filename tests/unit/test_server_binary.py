@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge import devserver
-from bridge.devserver import (
+from bridge.testing import devserver
+from bridge.testing.devserver import (
     LIVEKIT_SERVER_VERSION,
     DevServerError,
     ensure_server_binary,

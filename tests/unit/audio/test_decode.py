@@ -17,7 +17,7 @@ from bridge.audio.decode import (
     read_mp3_info_header,
     sniff_format,
 )
-from bridge.audio.synth import encode_mp3, encode_wav, tone
+from bridge.testing.synth import encode_mp3, encode_wav, tone
 
 
 def decode_in_pieces(data: bytes, piece: int) -> tuple[np.ndarray, int]:

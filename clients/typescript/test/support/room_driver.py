@@ -1,7 +1,7 @@
 """Room driver for the TypeScript client's integration tests: a real LiveKit server and real participants.
 
 Spawned by test/support/room-driver.ts as ``$BRIDGE_PYTHON test/support/room_driver.py``. It starts a
-loopback LiveKit server (bridge.devserver), prints one JSON line ``{"event": "ready", ...}`` on stdout,
+loopback LiveKit server (bridge.testing.devserver), prints one JSON line ``{"event": "ready", ...}`` on stdout,
 then answers JSON-line commands from stdin, one JSON line each on stdout:
 
     {"id": 1, "cmd": "token", "identity": "bridge-u1", "room": "r1"}
@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 
-from bridge.audio.analysis import dominant_frequency
-from bridge.devserver import LocalLiveKitServer, ensure_server_binary
+from bridge.testing.analysis import dominant_frequency
+from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
 
 COMMAND_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_S = 10.0

@@ -50,7 +50,7 @@ class CloudStream:
                 await stream.end()
                 await stream.recv_trailing_metadata()  # raises GRPCError unless the status is OK
                 self.status = Status.OK
-                self.message = dict(stream.trailing_metadata or {}).get("x-bridge-end-reason", "")
+                self.message = str(dict(stream.trailing_metadata or {}).get("x-bridge-end-reason", ""))
         except GRPCError as err:
             self.status, self.message = err.status, err.message or ""
         except StreamTerminatedError as err:  # the connection itself went away

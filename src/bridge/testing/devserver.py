@@ -6,7 +6,7 @@ trusted when measured against the actual SFU, not a fake. This module therefore:
 * uses a ``livekit-server`` at the pinned :data:`LIVEKIT_SERVER_VERSION` that is already there
   (``$LIVEKIT_SERVER_BIN``, else on PATH; its ``--version`` is checked), else builds one once with
   ``go install`` (progress lines while it builds) and caches it under :func:`cache_dir`;
-* runs it as a subprocess with a config rendered from ``bridge/resources/livekit-dev.yaml``
+* runs it as a subprocess with a config rendered from ``bridge/testing/resources/livekit-dev.yaml``
   that keeps everything on loopback (signal API, ICE candidates, UDP mux, STUN): no packet
   leaves 127.0.0.1;
 * uses dev keys only (a fixed, public secret): never point it at anything real.
@@ -16,9 +16,9 @@ for any async framework, and plain scripts, can use it.
 
 CLI::
 
-    python -m bridge.devserver build          # build (or find) the binary, print its path
-    python -m bridge.devserver run [--port N] # run until Ctrl-C / SIGTERM
-    python -m bridge.devserver token ID ROOM  # a dev-key token for the local server
+    python -m bridge.testing.devserver build          # build (or find) the binary, print its path
+    python -m bridge.testing.devserver run [--port N] # run until Ctrl-C / SIGTERM
+    python -m bridge.testing.devserver token ID ROOM  # a dev-key token for the local server
 """
 
 from __future__ import annotations
@@ -323,7 +323,9 @@ def _go_install_into(go: str, target: Path, log: Callable[[str], None] = _to_std
 
 def _config_template() -> str:
     return (
-        importlib.resources.files("bridge.resources").joinpath("livekit-dev.yaml").read_text(encoding="utf-8")
+        importlib.resources.files("bridge.testing.resources")
+        .joinpath("livekit-dev.yaml")
+        .read_text(encoding="utf-8")
     )
 
 
@@ -758,7 +760,8 @@ def _cmd_run(port: int | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bridge.devserver", description="Build and run a loopback-only LiveKit dev server."
+        prog="python -m bridge.testing.devserver",
+        description="Build and run a loopback-only LiveKit dev server.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="build (or find) the cached livekit-server binary and print its path")
