@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from conftest import REPO, deploy_env
+from deploy_support import REPO, deploy_env
 
 CHART = REPO / "deploy/helm/livekit-bridge"
 CI_VALUES = sorted(p.name for p in (REPO / "deploy/helm/ci").glob("*.yaml"))

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from conftest import REPO, deploy_env
+from deploy_support import REPO, deploy_env
 
 COMPOSE = REPO / "deploy/compose/docker-compose.yml"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import fnmatch
 import re
 
-from conftest import REPO
+from deploy_support import REPO
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()
 

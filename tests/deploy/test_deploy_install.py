@@ -19,8 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
-from conftest import REPO
+from deploy_support import REPO
 
 ENTRYPOINT = REPO / "deploy/docker/entrypoint.sh"
 HEALTHCHECK = REPO / "deploy/docker/healthcheck.py"

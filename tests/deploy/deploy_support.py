@@ -1,8 +1,9 @@
-"""tests/deploy: the image's install path, the Helm chart and the compose file (`nox -s deploy`).
+"""Shared by tests/deploy: the image's install path, the Helm chart and the compose file (`nox -s deploy`).
 
 They need what that session provides (helm, the compose checker, rendered charts, a temp dir for
-the install) through BRIDGE_DEPLOY_* variables, so the main suite (`nox -s tests`) skips collecting
-them.
+the install) through BRIDGE_DEPLOY_* variables, so the main suite (`nox -s tests`) does not collect
+them (pyproject's --ignore). This is not a conftest.py on purpose: a second module named `conftest`
+would shadow tests/conftest.py for the main suite's `from conftest import ...`.
 """
 
 from __future__ import annotations
@@ -11,9 +12,6 @@ import os
 from pathlib import Path
 
 import pytest
-
-if not os.environ.get("BRIDGE_DEPLOY_TESTS"):
-    collect_ignore_glob = ["test_*.py"]
 
 REPO = Path(__file__).resolve().parents[2]
 
