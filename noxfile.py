@@ -64,6 +64,14 @@ def _bun(session: nox.Session) -> str:
 
 
 @nox.session(python=PYTHON)
+def unit(session: nox.Session) -> None:
+    """The unit tests alone: session, registry and RPC logic through fakes, in seconds, without Go or
+    a LiveKit server (the integration suite in `nox -s tests` needs both)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/unit", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def client_ts(session: nox.Session) -> None:
     """The TypeScript client (clients/typescript): build, unit, integration and package tests against
     this bridge, under Node and again under Bun."""

@@ -7,7 +7,7 @@
         └── serve(config)
             ├── grpclib Server (asyncio side): one handler task per call, each crossing into Trio once
             └── sessions nursery
-                └── BridgeSession.run (one per user; its own task tree: see session.py)
+                └── BridgeSession.run (one per user; its own task tree: see session/core.py)
 
 ``serve`` must run inside ``trio_asyncio.open_loop()``. When ``BridgeState.request_shutdown`` is
 called (the CLI does so on SIGTERM/SIGINT) it drains: health flips to NOT_SERVING, new JoinRooms are
@@ -25,19 +25,14 @@ import logging
 import os
 import ssl
 import stat
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 import trio
-import trio_asyncio
-from grpclib.health.check import ServiceStatus
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 from trio_asyncio import aio_as_trio
 
-from . import diagnostics
 from .access import describe_protection, install_token_check, server_ssl_context
 from .capacity import raise_open_file_limit
 from .config import BridgeConfig
@@ -50,74 +45,15 @@ from .redact import forget_secret, remember_secret
 from .registry import SessionRegistry
 from .rpc.server import BoundedHealth, BridgeServer
 from .rpc.service import LiveKitBridgeService
-from .session import CloseReason
+from .session import CloseReason, RoomFactory
+from .state import BridgeState
 from .version import VERSION
 
-__all__ = ["BridgeState", "serve"]
+__all__ = ["BridgeState", "serve"]  # BridgeState lives in state.py; re-exported for callers
 
 log = logging.getLogger(__name__)
 
 _SERVER_CLOSE_TIMEOUT_S = 2.0
-
-
-@dataclass(eq=False)
-class BridgeState:
-    """What the handlers share: the registry, health, and process-wide counters."""
-
-    config: BridgeConfig
-    registry: SessionRegistry
-    metrics: BridgeMetrics
-    address: str = ""
-    """Where the server listens: ``host:port`` or ``unix:/path``."""
-    started_monotonic: float = field(default_factory=time.monotonic)
-    metrics_port: int = 0
-    active_streams: int = 0
-    calls: int = 0
-    _no_streams: trio.Event = field(default_factory=trio.Event)
-    health: ServiceStatus = field(default_factory=ServiceStatus)
-    health_service: BoundedHealth | None = None
-    _shutdown: trio.Event = field(default_factory=trio.Event)
-    _now: trio.Event = field(default_factory=trio.Event)
-
-    def count_call(self, _stream: Any) -> None:
-        self.calls += 1
-
-    def stream_opened(self) -> None:
-        self.active_streams += 1
-        if self._no_streams.is_set():
-            self._no_streams = trio.Event()
-
-    def stream_closed(self) -> None:
-        self.active_streams -= 1
-        if self.active_streams == 0:
-            self._no_streams.set()
-
-    @property
-    def shutdown_requested(self) -> bool:
-        return self._shutdown.is_set()
-
-    def request_shutdown(self, *, immediately: bool = False) -> None:
-        """Drain, then stop; a second request (or ``immediately``) skips what is left of the drain."""
-        if self._shutdown.is_set() or immediately:
-            self._now.set()
-        self._shutdown.set()
-
-    def health_metadata(self) -> dict[str, str]:
-        totals = self.metrics.totals()  # since start-up: ended sessions included
-        return {
-            "version": VERSION,
-            "calls": str(self.calls),
-            "sessions_started": str(self.registry.sessions_started),
-            "joins_failed": str(self.registry.sessions_failed_to_join),
-            "packets_lost": str(totals["lost"]),
-            "queue_dropped_chunks": str(totals["queue_dropped_chunks"]),
-            "playback_started": str(self.registry.playback.stats.started),
-            "playback_completed": str(self.registry.playback.stats.completed),
-            "playback_failed": str(self.registry.playback.stats.failed),
-            "playback_cancelled": str(self.registry.playback.stats.cancelled),
-            "trio_tasks": str(diagnostics.trio_task_count()),
-            "asyncio_tasks": str(diagnostics.asyncio_task_count(trio_asyncio.current_loop.get())),
-        }
 
 
 @contextlib.contextmanager
@@ -196,9 +132,13 @@ def _checked_ssl_context(config: BridgeConfig) -> ssl.SSLContext | None:
         ) from None
 
 
-async def _start_metrics(nursery: trio.Nursery, metrics: BridgeMetrics, config: BridgeConfig) -> int:
+async def _start_metrics(
+    nursery: trio.Nursery, metrics: BridgeMetrics, registry: SessionRegistry, config: BridgeConfig
+) -> int:
     try:
-        port: int = await nursery.start(serve_metrics, metrics, config.metrics_host, config.metrics_port)
+        port: int = await nursery.start(
+            serve_metrics, metrics, config.metrics_host, config.metrics_port, registry.not_ready_reason
+        )
     except OSError as err:
         raise StartupError(
             f"cannot serve metrics on {config.metrics_host}:{config.metrics_port} "
@@ -244,13 +184,17 @@ async def _playback_services(config: BridgeConfig) -> PlaybackServices:
 
 
 async def serve(
-    config: BridgeConfig, *, task_status: trio.TaskStatus[BridgeState] = trio.TASK_STATUS_IGNORED
+    config: BridgeConfig,
+    *,
+    room_factory: RoomFactory | None = None,
+    task_status: trio.TaskStatus[BridgeState] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """Serve until shut down. ``room_factory`` replaces the LiveKit room link (tests without LiveKit)."""
     remember_secret(config.auth_token)
     raise_open_file_limit()  # before the registry sizes itself by it
     playback = await aio_as_trio(_playback_services)(config)
     try:
-        await _serve(config, playback, task_status)
+        await _serve(config, playback, room_factory, task_status)
     finally:
         forget_secret(config.auth_token)
         with trio.CancelScope(shield=True):
@@ -258,15 +202,21 @@ async def serve(
 
 
 async def _serve(
-    config: BridgeConfig, playback: PlaybackServices, task_status: trio.TaskStatus[BridgeState]
+    config: BridgeConfig,
+    playback: PlaybackServices,
+    room_factory: RoomFactory | None,
+    task_status: trio.TaskStatus[BridgeState],
 ) -> None:
     async with trio.open_nursery() as sessions_nursery:
         metrics = BridgeMetrics()
-        state = BridgeState(config, SessionRegistry(config, sessions_nursery, playback, metrics), metrics)
+        registry = SessionRegistry(config, sessions_nursery, playback, metrics, room_factory=room_factory)
+        metrics.attach(registry)  # metrics read the sessions' snapshots through the registry
+        playback.stats.observer = metrics
+        state = BridgeState(config, registry, metrics)
         server = await aio_as_trio(_start_server)(config, state)
         try:
             if config.metrics_port:
-                state.metrics_port = await _start_metrics(sessions_nursery, metrics, config)
+                state.metrics_port = await _start_metrics(sessions_nursery, metrics, registry, config)
             log.info(
                 "livekit-bridge %s listening on %s (%s); capacity %d sessions",
                 VERSION,

@@ -8,6 +8,7 @@
     ├── SessionNotFoundError        no session for the user    -> NOT_FOUND (or success=false, per contract)
     ├── RoomConnectError            JoinRoom could not connect -> success=false + error
     ├── AudioFormatError            cloud PCM we cannot use    -> INVALID_ARGUMENT on the stream
+    ├── TransportRefusedError       the RPC layer refused a message (size) -> its own status
     ├── ShuttingDownError           the bridge is stopping     -> UNAVAILABLE
     └── CapacityError               the bridge is full         -> RESOURCE_EXHAUSTED
 
@@ -30,6 +31,7 @@ __all__ = [
     "SessionNotFoundError",
     "ShuttingDownError",
     "StartupError",
+    "TransportRefusedError",
 ]
 
 
@@ -59,6 +61,15 @@ class RoomConnectError(BridgeError):
 
 class AudioFormatError(BridgeError):
     """Cloud PCM that cannot be published (odd length, unsupported rate or channel count)."""
+
+
+class TransportRefusedError(BridgeError):
+    """The RPC layer refused what the cloud sent on a stream; ``cause`` is its own error, which it
+    answers with (the domain never looks inside)."""
+
+    def __init__(self, message: str, cause: BaseException) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class ShuttingDownError(BridgeError):

@@ -5,8 +5,9 @@ Two kinds, on one registry:
 - Event metrics (RPC latency, joins, playback outcomes) are prometheus_client objects updated when
   the event happens; those events are rare.
 - Per-packet counts (frames and bytes each way, sequence-number losses, queue drops) are plain
-  integers the sessions already keep; ``_SessionCollector`` sums them at scrape time (plus the totals
-  of sessions that have ended), so the data path pays nothing for being measured.
+  integers the sessions already keep; ``_SessionCollector`` sums their snapshots at scrape time (plus
+  the totals of sessions that have ended), so the data path pays nothing for being measured. What
+  it reads is a ``SessionSource`` the app wires (the registry): never a session's internals.
 
 Scrapes run in the Trio thread (metrics_server.py), so reading session state needs no locks.
 The playback metric names are the ones the cloud team built dashboards around (wire contract).
@@ -21,9 +22,9 @@ from __future__ import annotations
 import platform
 import time
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from importlib import metadata
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio_asyncio
 from prometheus_client import (
@@ -38,72 +39,36 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from . import diagnostics, memory
+from .playback import ErrorCode
+from .session.snapshot import COUNTER_FIELDS, SessionSnapshot
 from .threads import ThreadCpu
 from .version import __version__
 
-if TYPE_CHECKING:
-    from .registry import SessionRegistry
-    from .session import BridgeSession
-
-__all__ = ["BridgeMetrics", "SessionTotals"]
+__all__ = ["BridgeMetrics", "SessionSource", "SessionTotals"]
 
 _RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _PLAYBACK_MS_BUCKETS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000, 300000)
 _FIRST_FRAME_MS_BUCKETS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 
 
+class SessionSource(Protocol):
+    """Where the metrics find the live sessions' numbers (the registry)."""
+
+    capacity: int
+
+    def snapshots(self) -> Iterable[SessionSnapshot]: ...
+
+
 class SessionTotals:
     """Per-packet counters of sessions that have ended, kept so counters never go backwards."""
 
-    FIELDS = (
-        "data_packets",
-        "data_bytes",
-        "data_packets_ignored",
-        "track_chunks",
-        "chunks_to_cloud",
-        "bytes_to_cloud",
-        "chunks_from_cloud",
-        "bytes_from_cloud",
-        "rejected_chunks",
-        "dropped_track_busy",
-        "samples_skipped_catching_up",
-        "queue_dropped_chunks",
-        "queue_dropped_bytes",
-        "lost",
-        "reordered",
-        "duplicates",
-    )
+    FIELDS = COUNTER_FIELDS
 
     def __init__(self) -> None:
         self.values: Tally[str] = Tally()
 
-    def add(self, session: BridgeSession) -> None:
-        self.values.update(session_counts(session))
-
-
-def session_counts(session: BridgeSession) -> dict[str, int]:
-    counters, stream, queue = session.counters, session.stream_counters, session.cloud_queue
-    seq = session.sequence_totals()
-    return {
-        "data_packets": counters.data_packets,
-        "data_bytes": counters.data_bytes,
-        "data_packets_ignored": counters.data_packets_ignored,
-        "track_chunks": counters.track_chunks,
-        "chunks_to_cloud": stream.chunks_to_cloud,
-        "bytes_to_cloud": stream.bytes_to_cloud,
-        "chunks_from_cloud": stream.chunks_from_cloud,
-        "bytes_from_cloud": stream.bytes_from_cloud,
-        "rejected_chunks": stream.rejected_chunks,
-        "dropped_track_busy": stream.dropped_track_busy,
-        "samples_skipped_catching_up": sum(
-            p.samples_skipped_catching_up for p in session.published_tracks.values()
-        ),
-        "queue_dropped_chunks": queue.dropped_chunks,
-        "queue_dropped_bytes": queue.dropped_bytes,
-        "lost": seq["lost"],
-        "reordered": seq["reordered"],
-        "duplicates": seq["duplicates"],
-    }
+    def add(self, snapshot: SessionSnapshot) -> None:
+        self.values.update(snapshot.counts())
 
 
 class _SessionCollector(Collector):
@@ -112,21 +77,21 @@ class _SessionCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         metrics = self._metrics
-        registry = metrics.registry
-        sessions = registry.sessions() if registry is not None else []
-        totals = metrics.totals()
+        source = metrics.source
+        sessions = list(source.snapshots()) if source is not None else []
+        totals = metrics.totals(sessions)
 
         yield GaugeMetricFamily("livekit_bridge_sessions", "Live sessions.", value=len(sessions))
-        if registry is not None:
+        if source is not None:
             yield GaugeMetricFamily(
                 "livekit_bridge_capacity_sessions",
                 "Sessions this bridge takes at most (BRIDGE_MAX_SESSIONS or the sizing rule).",
-                value=registry.capacity,
+                value=source.capacity,
             )
             yield GaugeMetricFamily(
                 "livekit_bridge_load",
                 "Live sessions / capacity: 1 means full (JoinRoom answers RESOURCE_EXHAUSTED).",
-                value=len(sessions) / registry.capacity,
+                value=len(sessions) / source.capacity,
             )
         yield GaugeMetricFamily(
             "livekit_bridge_streams",
@@ -136,7 +101,7 @@ class _SessionCollector(Collector):
         yield GaugeMetricFamily(
             "livekit_bridge_playbacks",
             "PlayAudio calls playing now.",
-            value=sum(len(s.playbacks) for s in sessions),
+            value=sum(s.playing for s in sessions),
         )
         tasks = GaugeMetricFamily(
             "livekit_bridge_tasks", "Live tasks in the process, by side.", labels=["side"]
@@ -144,7 +109,7 @@ class _SessionCollector(Collector):
         tasks.add_metric(["trio"], diagnostics.trio_task_count())
         tasks.add_metric(["asyncio"], diagnostics.asyncio_task_count(trio_asyncio.current_loop.get()))
         yield tasks
-        per_session = [s.trio_task_count() for s in sessions]
+        per_session = [s.trio_tasks for s in sessions]
         per = GaugeMetricFamily(
             "livekit_bridge_session_trio_tasks", "Trio tasks inside one session's nursery.", labels=["stat"]
         )
@@ -156,8 +121,8 @@ class _SessionCollector(Collector):
             "Chunks waiting in sessions' room->cloud queues.",
             labels=["stat"],
         )
-        depth.add_metric(["sum"], sum(s.cloud_queue.depth for s in sessions))
-        depth.add_metric(["max"], max((s.cloud_queue.depth for s in sessions), default=0))
+        depth.add_metric(["sum"], sum(s.queue_depth for s in sessions))
+        depth.add_metric(["max"], max((s.queue_depth for s in sessions), default=0))
         yield depth
 
         def counter(name: str, doc: str, value: int) -> CounterMetricFamily:
@@ -218,7 +183,7 @@ class _SessionCollector(Collector):
         )
         for queue, waiting in diagnostics.callback_backlog(trio_asyncio.current_loop.get()).items():
             backlog.add_metric([queue], waiting)
-        backlog.add_metric(["room_events"], sum(s.room.pending_events for s in sessions))
+        backlog.add_metric(["room_events"], sum(s.pending_room_events for s in sessions))
         yield backlog
         heap = memory.heap_usage()
         yield GaugeMetricFamily(
@@ -288,7 +253,7 @@ class BridgeMetrics:
 
     def __init__(self) -> None:
         self.prometheus = CollectorRegistry()
-        self.registry: SessionRegistry | None = None
+        self.source: SessionSource | None = None
         self.ended = SessionTotals()
         reg = self.prometheus
         self.rpc_seconds = Histogram(
@@ -311,7 +276,7 @@ class BridgeMetrics:
         self.sessions_closed = Counter(
             "livekit_bridge_sessions_closed", "Sessions ended, by reason.", ["reason"], registry=reg
         )
-        self.playback_started = Counter("server_playback_started", "Playbacks started.", registry=reg)
+        self.playback_started_total = Counter("server_playback_started", "Playbacks started.", registry=reg)
         self.playback_completed = Counter(
             "server_playback_completed", "Playbacks that played to the end.", registry=reg
         )
@@ -347,20 +312,40 @@ class BridgeMetrics:
         PlatformCollector(registry=reg)
         GCCollector(registry=reg)
 
-    def totals(self) -> Tally[str]:
+    def totals(self, live: Iterable[SessionSnapshot] | None = None) -> Tally[str]:
         """Per-packet counts since start-up: sessions that ended plus the live ones."""
+        if live is None:
+            live = self.source.snapshots() if self.source is not None else []
         totals = Tally(self.ended.values)
-        for session in self.registry.sessions() if self.registry is not None else []:
-            totals.update(session_counts(session))
+        for snapshot in live:
+            totals.update(snapshot.counts())
         return totals
 
-    def attach(self, registry: SessionRegistry) -> None:
-        self.registry = registry
+    def attach(self, source: SessionSource) -> None:
+        self.source = source
 
-    def session_ended(self, session: BridgeSession) -> None:
-        self.ended.add(session)
-        reason = session.close_reason.value if session.close_reason is not None else "unknown"
+    def session_ended(self, snapshot: SessionSnapshot, reason: str) -> None:
+        self.ended.add(snapshot)
         self.sessions_closed.labels(reason).inc()
+
+    # --- playback.PlaybackObserver ------------------------------------------------------------------
+
+    def playback_started(self) -> None:
+        self.playback_started_total.inc()
+
+    def playback_first_frame(self, latency_ms: float) -> None:
+        self.playback_first_frame_ms.observe(latency_ms)
+
+    def playback_ended(self, code: str | None, duration_ms: int, *, cancelled: bool) -> None:
+        if code is None:
+            self.playback_completed.inc()
+            self.playback_duration_ms.observe(duration_ms)
+        elif cancelled:
+            self.playback_cancelled.labels(code).inc()
+        else:
+            self.playback_failed.labels(code).inc()
+            if code == ErrorCode.INTERNAL:
+                self.playback_bridge_errors.inc()
 
 
 class RpcTimer:

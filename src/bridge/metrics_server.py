@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -36,20 +37,7 @@ def _response(status: str, content_type: str, body: bytes) -> bytes:
     return head.encode() + body
 
 
-def _not_ready_because(metrics: BridgeMetrics) -> str:
-    registry = metrics.registry
-    if registry is None:
-        return "starting"
-    if registry.shutting_down:
-        return "shutting down"
-    if registry.draining:
-        return "draining"
-    if registry.full:
-        return f"full: {len(registry)} of {registry.capacity} sessions"
-    return ""
-
-
-async def _handle(stream: trio.SocketStream, metrics: BridgeMetrics) -> None:
+async def _handle(stream: trio.SocketStream, metrics: BridgeMetrics, not_ready: Callable[[], str]) -> None:
     async with stream:
         request = b""
         with trio.move_on_after(_REQUEST_TIMEOUT_S):
@@ -65,10 +53,10 @@ async def _handle(stream: trio.SocketStream, metrics: BridgeMetrics) -> None:
         elif path == b"/healthz":
             reply = _response("200 OK", "text/plain", b"ok\n")
         elif path == b"/readyz":
-            not_ready = _not_ready_because(metrics)
+            problem = not_ready()
             reply = (
-                _response("503 Service Unavailable", "text/plain", not_ready.encode() + b"\n")
-                if not_ready
+                _response("503 Service Unavailable", "text/plain", problem.encode() + b"\n")
+                if problem
                 else _response("200 OK", "text/plain", b"ready\n")
             )
         else:
@@ -81,16 +69,20 @@ async def serve_metrics(
     metrics: BridgeMetrics,
     host: str,
     port: int,
+    not_ready: Callable[[], str] = lambda: "",
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``/metrics`` on host:port until cancelled; reports the bound port through ``task_status``."""
+    """Serve on host:port until cancelled; reports the bound port through ``task_status``.
+
+    ``not_ready`` says why the bridge takes no new sessions now ("" when it does): ``/readyz``.
+    """
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
     log.info("metrics on http://%s:%d/metrics", host, bound)
 
     async def handler(stream: trio.SocketStream) -> None:
-        await _handle(stream, metrics)
+        await _handle(stream, metrics, not_ready)
 
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handler, listeners)

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -38,14 +38,12 @@ from .fetch_errors import (
 )
 from .livekit_io.outbound import TrackPublisher, TrackPublishError
 
-if TYPE_CHECKING:
-    from .metrics import BridgeMetrics
-
 __all__ = [
     "ErrorCode",
     "PlaybackError",
     "PlaybackEvents",
     "PlaybackLimits",
+    "PlaybackObserver",
     "PlaybackRequest",
     "PlaybackServices",
     "PlaybackStats",
@@ -134,6 +132,8 @@ class PlaybackEvents:
     started_at: float | None = None
     """``time.monotonic()`` when the first frame went to the track (for the first-frame latency)."""
     terminal: PlayAudioEvent | None = None
+    failure_code: str | None = None
+    """The FAILED event's code, once there is one (None while running and after COMPLETED)."""
     position_ms: int = 0
     """The last position reported."""
 
@@ -165,6 +165,9 @@ class PlaybackEvents:
         )
 
     def fail(self, code: str, detail: str, position_ms: int = 0) -> bool:
+        if self.finished:
+            return False
+        self.failure_code = code
         return self._finish(
             _event(
                 PlayAudioEventEventType.FAILED,
@@ -290,17 +293,18 @@ async def play(
     publisher: TrackPublisher,
     limits: PlaybackLimits,
     owner: object,
+    requester: object,
 ) -> int:
     """Play ``request`` on ``publisher``; return the audio's duration in ms once it has played out.
 
-    The fetch counts against the session's share (``publisher.room`` is one per session) and its
-    wait budget is credited with the audio written to the track. Raises PlaybackError;
+    ``owner`` is what holds the track meanwhile; the fetch counts against ``requester``'s share (the
+    session) and its wait budget is credited with the audio written to the track. Raises PlaybackError;
     cancellation (stop, interrupt, session end) propagates as CancelledError.
     """
     writer = _TrackWriter(publisher, owner, request.volume, events, limits)
     try:
         async with client.open(
-            request.url, requester=publisher.room, audio_delivered_s=lambda: writer.written_ms / 1000
+            request.url, requester=requester, audio_delivered_s=lambda: writer.written_ms / 1000
         ) as body:
             await _decode_into(body, writer, limits)
         await writer.flush()
@@ -347,9 +351,19 @@ async def _decode_into(pieces: AsyncIterator[bytes], writer: _TrackWriter, limit
         await writer.write(block)
 
 
+class PlaybackObserver(Protocol):
+    """Who else hears of playback outcomes (the Prometheus metrics, wired by the app)."""
+
+    def playback_started(self) -> None: ...
+    def playback_first_frame(self, latency_ms: float) -> None: ...
+    def playback_ended(self, code: str | None, duration_ms: int, *, cancelled: bool) -> None:
+        """``code`` None for COMPLETED, else the FAILED code; ``cancelled``: ended on purpose."""
+        ...
+
+
 @dataclass
 class PlaybackStats:
-    """Process-wide playback counts, mirrored into the Prometheus metrics when there are any."""
+    """Process-wide playback counts, passed on to an observer when there is one."""
 
     started: int = 0
     completed: int = 0
@@ -357,38 +371,30 @@ class PlaybackStats:
     cancelled: int = 0
     bridge_errors: int = 0
     first_frame_latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
-    metrics: BridgeMetrics | None = None
+    observer: PlaybackObserver | None = None
 
     def record_start(self) -> None:
         self.started += 1
-        if self.metrics is not None:
-            self.metrics.playback_started.inc()
+        if self.observer is not None:
+            self.observer.playback_started()
 
     def record_first_frame(self, latency_ms: float) -> None:
         self.first_frame_latencies_ms.append(latency_ms)
-        if self.metrics is not None:
-            self.metrics.playback_first_frame_ms.observe(latency_ms)
+        if self.observer is not None:
+            self.observer.playback_first_frame(latency_ms)
 
     def record_end(self, code: str | None, duration_ms: int = 0) -> None:
         """Count a finished playback: ``code`` None for COMPLETED, else its FAILED code."""
-        metrics = self.metrics
+        cancelled = code in ErrorCode.CANCELLED
         if code is None:
             self.completed += 1
-            if metrics is not None:
-                metrics.playback_completed.inc()
-                metrics.playback_duration_ms.observe(duration_ms)
-        elif code in ErrorCode.CANCELLED:
+        elif cancelled:
             self.cancelled += 1
-            if metrics is not None:
-                metrics.playback_cancelled.labels(code).inc()
         else:
             self.failed += 1
-            if metrics is not None:
-                metrics.playback_failed.labels(code).inc()
-            if code == ErrorCode.INTERNAL:
-                self.bridge_errors += 1
-                if metrics is not None:
-                    metrics.playback_bridge_errors.inc()
+            self.bridge_errors += code == ErrorCode.INTERNAL
+        if self.observer is not None:
+            self.observer.playback_ended(code, duration_ms, cancelled=cancelled)
 
 
 @dataclass(frozen=True)
@@ -396,6 +402,6 @@ class PlaybackServices:
     """What every playback of the process shares: the fetcher, the limits, the counters."""
 
     client: Fetcher
-    """Opens each playback's URL on its own connection (the name ``session.py`` passes it by)."""
+    """Opens each playback's URL on its own connection."""
     limits: PlaybackLimits
     stats: PlaybackStats

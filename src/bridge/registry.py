@@ -8,32 +8,29 @@ a session closes the old one and waits until it is fully torn down before connec
 from __future__ import annotations
 
 import logging
-import math
-import uuid
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
 
 import trio
 
-from ._gen.mentra.livekit.bridge import AudioChunk
 from .capacity import default_max_sessions
-from .cloud_link import MAX_TRACK_ID, now_ms
+from .clock import now_ms
 from .config import BridgeConfig
-from .errors import (
-    CapacityError,
-    InvalidRequestError,
-    NotAllowedError,
-    RoomConnectError,
-    SessionNotFoundError,
-    ShuttingDownError,
-)
-from .limits import MAX_ID_CHARS, MAX_TOKEN_CHARS, MAX_URL_CHARS, check_length, clip
+from .errors import CapacityError, RoomConnectError, SessionNotFoundError, ShuttingDownError
+from .limits import clip
 from .metrics import BridgeMetrics
 from .playback import PlaybackRequest, PlaybackServices
-from .room_url_policy import RoomUrlPolicy
-from .session import ActivePlayback, BridgeSession, CloseReason, JoinRequest, StreamEnd
+from .session import (
+    ActivePlayback,
+    BridgeSession,
+    CloseReason,
+    CloudLink,
+    JoinRequest,
+    RoomFactory,
+    SessionSnapshot,
+    StreamEnd,
+)
 
 __all__ = ["JoinOutcome", "SessionRegistry", "Tombstone"]
 
@@ -47,8 +44,6 @@ _TOMBSTONE_BYTES = 4 * 1024 * 1024
 
 _TOMBSTONE_OVERHEAD_BYTES = 300
 """An entry's dict slot, Tombstone object and int, beyond its two strings (measured: ~250 B)."""
-
-_URL_SCHEMES = ("ws", "wss", "http", "https")
 
 
 @dataclass(frozen=True)
@@ -67,20 +62,26 @@ class Tombstone:
 
 
 class SessionRegistry:
+    """Sessions by user: join (and replace), look up, leave, drain and close them; what ended."""
+
     def __init__(
-        self, config: BridgeConfig, nursery: trio.Nursery, playback: PlaybackServices, metrics: BridgeMetrics
+        self,
+        config: BridgeConfig,
+        nursery: trio.Nursery,
+        playback: PlaybackServices,
+        metrics: BridgeMetrics,
+        *,
+        room_factory: RoomFactory | None = None,
     ) -> None:
         self._config = config
         self._nursery = nursery
         self.playback = playback
         self.metrics = metrics
-        metrics.attach(self)
-        playback.stats.metrics = metrics
+        self._room_factory = room_factory
         self._sessions: dict[str, BridgeSession] = {}
         self._locks: dict[str, trio.Lock] = {}
         self._tombstones: OrderedDict[str, Tombstone] = OrderedDict()
         self._tombstone_bytes = 0
-        self._room_urls = RoomUrlPolicy.parse(config.livekit_url_allow, always=(config.livekit_url,))
         self.shutting_down = False
         self.draining = False
         self.capacity = config.max_sessions or default_max_sessions()
@@ -95,12 +96,12 @@ class SessionRegistry:
     def sessions(self) -> list[BridgeSession]:
         return list(self._sessions.values())
 
+    def snapshots(self) -> Iterable[SessionSnapshot]:
+        return [session.snapshot() for session in self._sessions.values()]
+
     def get(self, user_id: str, *, touch: bool = True) -> BridgeSession:
         """The user's live session. ``touch`` resets its idle TTL: calls that act on the session do;
         read-only ones (GetStatus) do not, so a cloud polling status keeps no zombie alive."""
-        if not user_id:
-            raise InvalidRequestError("user_id is required")
-        check_length("user_id", user_id, MAX_ID_CHARS)
         session = self._sessions.get(user_id)
         if session is None or session.closing:
             raise SessionNotFoundError(user_id)
@@ -111,34 +112,8 @@ class SessionRegistry:
     def tombstone(self, user_id: str) -> Tombstone | None:
         return self._tombstones.get(user_id)
 
-    def _join_request(self, user_id: str, url: str, token: str, room_name: str, target: str) -> JoinRequest:
-        if not user_id:
-            raise InvalidRequestError("user_id is required")
-        if not token:
-            raise InvalidRequestError("token is required")
-        check_length("user_id", user_id, MAX_ID_CHARS)
-        check_length("room_name", room_name, MAX_ID_CHARS)
-        check_length("target_identity", target, MAX_ID_CHARS)
-        check_length("token", token, MAX_TOKEN_CHARS)
-        check_length("livekit_url", url, MAX_URL_CHARS)
-        url = url or self._config.livekit_url
-        if not url:
-            raise InvalidRequestError("livekit_url is empty and the bridge has no LIVEKIT_URL")
-        parts = urlsplit(url)
-        if parts.scheme not in _URL_SCHEMES or not parts.hostname:
-            raise InvalidRequestError(
-                f"livekit_url must be a ws://, wss://, http:// or https:// URL, not {clip(url, 200)!r}"
-            )
-        if not self._room_urls.allows(url):
-            raise NotAllowedError(
-                f"livekit_url {clip(url, 200)!r} is not allowed on this bridge (BRIDGE_LIVEKIT_URL_ALLOW)"
-            )
-        return JoinRequest(user_id=user_id, url=url, token=token, room_name=room_name, target_identity=target)
-
-    async def join(
-        self, user_id: str, url: str, token: str, room_name: str = "", target_identity: str = ""
-    ) -> JoinOutcome:
-        request = self._join_request(user_id, url, token, room_name, target_identity)
+    async def join(self, request: JoinRequest) -> JoinOutcome:
+        user_id = request.user_id
         if self.shutting_down:
             raise ShuttingDownError("bridge shutting down")
         if self.draining:
@@ -165,6 +140,16 @@ class SessionRegistry:
                 f"bridge full: it holds {self.capacity} sessions (BRIDGE_MAX_SESSIONS); join another bridge"
             )
 
+    def not_ready_reason(self) -> str:
+        """Why this bridge takes no new session now, or "" when it does (``/readyz``)."""
+        if self.shutting_down:
+            return "shutting down"
+        if self.draining:
+            return "draining"
+        if self.full:
+            return f"full: {len(self._sessions)} of {self.capacity} sessions"
+        return ""
+
     @property
     def full(self) -> bool:
         return len(self._sessions) + self._joining >= self.capacity
@@ -173,7 +158,10 @@ class SessionRegistry:
         user_id, replaced = request.user_id, old is not None
         if old is not None:
             await old.aclose(CloseReason.REPLACED, "replaced by a new JoinRoom")
-        session = BridgeSession(request, self._config, on_closed=self._forget, background=self._nursery)
+        options = {} if self._room_factory is None else {"room_factory": self._room_factory}
+        session = BridgeSession(
+            request, self._config, self.playback, on_closed=self._forget, background=self._nursery, **options
+        )
         try:
             await self._nursery.start(session.run)
         except (RoomConnectError, trio.TooSlowError) as err:
@@ -203,40 +191,18 @@ class SessionRegistry:
 
     async def leave(self, user_id: str, reason: str = "") -> None:
         session = self.get(user_id)
-        await session.aclose(CloseReason.LEFT, clip(reason) or "LeaveRoom")
+        await session.aclose(CloseReason.LEFT, reason or "LeaveRoom")
 
-    async def serve_stream(self, user_id: str, stream: Any, first: AudioChunk) -> StreamEnd:
+    async def serve_stream(self, link: CloudLink) -> StreamEnd:
         if self.shutting_down:
             raise ShuttingDownError("bridge shutting down")
-        return await self.get(user_id).serve_stream(stream, first)
+        return await self.get(link.user_id).serve_stream(link)
 
-    async def play(
-        self, user_id: str, request_id: str, url: str, volume: float | None, track_id: int, stop_other: bool
-    ) -> ActivePlayback:
-        """Validate a PlayAudio request and start it in the user's session."""
-        session = self.get(user_id)
-        check_length("request_id", request_id, MAX_ID_CHARS)
-        check_length("audio_url", url, MAX_URL_CHARS)
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidRequestError("audio_url must be an http:// or https:// URL")
-        # Unset volume means 1.0 (and clients of the older proto cannot send an explicit 0).
-        gain = 1.0 if volume is None else volume
-        if not (math.isfinite(gain) and 0.0 <= gain <= 10.0):
-            raise InvalidRequestError(f"volume must be between 0 and 10, not {volume}")
-        if not 0 <= track_id <= MAX_TRACK_ID:
-            raise InvalidRequestError(f"track_id {track_id} is out of range (0..{MAX_TRACK_ID})")
-        request = PlaybackRequest(
-            request_id=request_id or f"play-{uuid.uuid4().hex[:12]}",
-            url=url,
-            volume=gain,
-            track_id=track_id,
-            stop_other=stop_other,
-        )
-        return await session.start_playback(request, self.playback)
+    async def play(self, user_id: str, request: PlaybackRequest) -> ActivePlayback:
+        return await self.get(user_id).start_playback(request)
 
     async def stop_audio(self, user_id: str, request_id: str, track_id: int | None, reason: str) -> list[str]:
-        return await self.get(user_id).stop_playbacks(request_id, track_id, clip(reason))
+        return await self.get(user_id).stop_playbacks(request_id, track_id, reason)
 
     async def drain(self, timeout_s: float, cut_short: trio.Event) -> None:
         """Take no new sessions; hand each session over once none of its playbacks is playing, and
@@ -273,7 +239,8 @@ class SessionRegistry:
     def _forget(self, session: BridgeSession) -> None:
         if self._sessions.get(session.user_id) is session:  # it had joined (not a failed join)
             del self._sessions[session.user_id]
-            self.metrics.session_ended(session)
+            reason = session.close_reason.value if session.close_reason is not None else "unknown"
+            self.metrics.session_ended(session.snapshot(), reason)
         self._drop_tombstone(session.user_id)
         if session.close_reason is not CloseReason.REPLACED:
             tombstone = Tombstone(

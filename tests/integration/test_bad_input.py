@@ -154,7 +154,7 @@ async def test_bad_requests_get_clear_answers_while_a_healthy_session_loses_noth
                 assert all(w in ended.message for w in words), ended.message
                 status = await aio_as_trio(stub.get_status)(BridgeStatusRequest(user_id=victim))
                 assert status.connected
-            assert bridge.state.registry.get(victim).stream_counters.rejected_chunks == 4
+            assert bridge.state.registry.get(victim).stream.counters.rejected_chunks == 4
             await aio_as_trio(stub.leave_room)(LeaveRoomRequest(user_id=victim))
 
             # The healthy session received every packet, in order, throughout.
@@ -162,8 +162,8 @@ async def test_bad_requests_get_clear_answers_while_a_healthy_session_loses_noth
             await wait_until(lambda: len(cloud.pcm) >= len(expected), timeout_s=20, what="all healthy audio")
             assert cloud.pcm == expected
             session = bridge.state.registry.get(healthy)
-            assert session.sequence_totals()["lost"] == 0
-            assert session.cloud_queue.dropped_chunks == 0
+            assert session.mic.sequence_totals()["lost"] == 0
+            assert session.mic.queue.dropped_chunks == 0
             await aio_as_trio(stub.leave_room)(LeaveRoomRequest(user_id=healthy))
         await aio_as_trio(participants.disconnect)(phone)
 

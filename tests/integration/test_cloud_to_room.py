@@ -69,7 +69,7 @@ async def test_tones_streamed_on_tracks_0_and_2_reach_a_listener_on_two_tracks(b
                 # A new track skips as much audio as its publication took (no standing delay), and
                 # the listener subscribes meanwhile: the start may be missing, nothing else.
                 assert 1000 * seconds - 350 <= loud_ms <= 1000 * seconds + 150, (name, loud_ms)
-            tracks = bridge.state.registry.get(user).published_tracks
+            tracks = bridge.state.registry.get(user).tracks.published
             assert sorted(p.name for p in tracks.values()) == ["speaker", "tts"]
             await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))
             await cloud.ended.wait()
@@ -133,7 +133,7 @@ async def test_prepublished_tracks_exist_before_any_audio(aio_loop, livekit_serv
             )
             assert (await join(bridge, user, room)).success
             session = bridge.state.registry.get(user)
-            assert sorted(p.name for p in session.published_tracks.values()) == ["speaker", "tts"]
+            assert sorted(p.name for p in session.tracks.published.values()) == ["speaker", "tts"]
             await wait_until(
                 lambda: (
                     {

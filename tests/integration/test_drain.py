@@ -68,9 +68,7 @@ async def test_a_drain_lets_playbacks_finish_flushes_audio_and_sends_clients_els
                 expected = b"".join(_payload(i) for i in range(20))
                 await aio_as_trio(participants.send_packets)(phone, packets, 0.005, True)
                 session = bridge.state.registry.get("mic-user", touch=False)
-                await wait_until(
-                    lambda: session.counters.data_packets == 20, what="all packets at the bridge"
-                )
+                await wait_until(lambda: session.mic.data_packets == 20, what="all packets at the bridge")
                 drain_began = trio.current_time()
                 bridge.state.request_shutdown()
                 await wait_until(lambda: bridge.state.registry.draining, what="the drain")

@@ -91,7 +91,7 @@ async def test_join_leave_churn_on_25_sessions_loses_nothing_for_the_others(brid
                 )
                 assert stream.pcm == expected, f"witness {i} lost or reordered audio"
                 session = bridge.state.registry.get(f"witness-{i}")
-                assert session.sequence_totals()["lost"] == 0 and session.cloud_queue.dropped_chunks == 0
+                assert session.mic.sequence_totals()["lost"] == 0 and session.mic.queue.dropped_chunks == 0
             print(f"{churn_rounds} churn rounds on {rooms * churners_per_room} sessions")
             assert churn_rounds >= rooms * churners_per_room * 3
             for session in bridge.state.registry.sessions():
@@ -184,14 +184,14 @@ async def test_a_cloud_that_stops_reading_costs_bounded_memory_and_nobody_else_a
                 senders.start_soon(aio_as_trio(participants.send_packets), stuck_phone, flood, 0.01, True)
                 senders.start_soon(aio_as_trio(participants.send_packets), fine_phone, normal, 0.1, True)
             stuck = bridge.state.registry.get("stuck")
-            queue = stuck.cloud_queue
+            queue = stuck.mic.queue
             # Reliable packets all arrive, the last ones a moment after the phone's send returned.
-            await wait_until(lambda: stuck.counters.data_packets == len(flood), what="every flood packet")
+            await wait_until(lambda: stuck.mic.data_packets == len(flood), what="every flood packet")
             print(
-                f"stuck session: {stuck.counters.data_packets} packets in, queue {queue.queued_bytes} B "
+                f"stuck session: {stuck.mic.data_packets} packets in, queue {queue.queued_bytes} B "
                 f"(bound {queue.max_bytes}), dropped {queue.dropped_chunks}"
             )
-            assert stuck.counters.data_packets == len(flood)
+            assert stuck.mic.data_packets == len(flood)
             assert queue.queued_bytes <= queue.max_bytes and queue.dropped_chunks > 0
             expected = b"".join(p[1:] for p in normal)
             await wait_until(lambda: len(fine.pcm) >= len(expected), what="the other session's audio")

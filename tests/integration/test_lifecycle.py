@@ -45,7 +45,7 @@ async def test_join_room_twice_tears_the_old_session_down_first_then_replaces_it
         async with trio.open_nursery() as nursery:
             nursery.start_soon(aio_as_trio(first.run))
             await first.opened.wait()
-            await wait_until(lambda: old.has_stream, what="first stream attached")
+            await wait_until(lambda: old.stream.attached, what="first stream attached")
 
             second_join = await join(bridge, user, room)
             assert second_join.success and second_join.metadata["replaced"] == "true"
@@ -83,9 +83,9 @@ async def test_a_stream_cancelled_by_the_cloud_ends_its_tasks_and_the_session_st
         cloud = CloudStream(bridge.channel, user)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(aio_as_trio(cloud.run))
-            await wait_until(lambda: session.has_stream, what="stream attached")
+            await wait_until(lambda: session.stream.attached, what="stream attached")
             nursery.cancel_scope.cancel()  # the cloud cancels the call (HTTP/2 RST_STREAM)
-        await wait_until(lambda: not session.has_stream, what="stream detached")
+        await wait_until(lambda: not session.stream.attached, what="stream detached")
         await assert_back_to(with_session)  # the stream's tasks are gone, the session's remain
 
         status = await aio_as_trio(bridge.stub.get_status)(BridgeStatusRequest(user_id=user))
@@ -120,7 +120,9 @@ async def test_a_session_without_stream_or_calls_is_reaped_after_the_idle_ttl(
             async with trio.open_nursery() as stream_nursery:
                 stream_nursery.start_soon(aio_as_trio(cloud.run))
                 await cloud.opened.wait()
-                await wait_until(lambda: bridge.state.registry.get(user).has_stream, what="stream attached")
+                await wait_until(
+                    lambda: bridge.state.registry.get(user).stream.attached, what="stream attached"
+                )
                 bridge.channel.close()  # abrupt: the TCP connection goes away
             # ... leaves a session that is reaped once the TTL has passed without calls.
             await wait_until(lambda: len(bridge.state.registry) == 0, timeout_s=5, what="idle session reaped")
@@ -199,10 +201,10 @@ async def test_tasks_per_session_are_few_counted_and_all_end(bridge) -> None:  #
         cloud = CloudStream(bridge.channel, user)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(aio_as_trio(cloud.run))
-            await wait_until(lambda: bridge.state.registry.get(user).has_stream, what="stream attached")
+            await wait_until(lambda: bridge.state.registry.get(user).stream.attached, what="stream attached")
             streaming = await bridge.census()
             await aio_as_trio(cloud.send)(AudioChunk(pcm_data=b"\x00" * 3200, sample_rate=16000, channels=1))
-            await wait_until(lambda: bool(bridge.state.registry.get(user).published_tracks), what="track")
+            await wait_until(lambda: bool(bridge.state.registry.get(user).tracks.published), what="track")
             publishing = await bridge.census()
             # The census includes the test's own CloudStream task: count the bridge's side only.
             rows = {
@@ -233,7 +235,7 @@ async def test_a_kicked_session_ends_its_stream_with_unavailable_and_leaves_noth
         cloud = CloudStream(bridge.channel, user)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(aio_as_trio(cloud.run))
-            await wait_until(lambda: session.has_stream, what="stream attached")
+            await wait_until(lambda: session.stream.attached, what="stream attached")
             lk = bridge.livekit
             intruder = None
             if how == "duplicate identity":  # another participant joins as the bridge: LiveKit kicks ours

@@ -266,7 +266,7 @@ async def test_a_track_that_cannot_be_published_fails_what_needed_it_and_the_mic
 
             # ...and the session, its room and its microphone path go on: audio sent meanwhile is
             # queued and reaches the next StreamAudio call byte-exact.
-            assert not session.closing and session.counters.track_publish_failures == 2
+            assert not session.closing and session.tracks.publish_failures == 2
             await aio_as_trio(participants.send_packets)(
                 phone, [bytes([i]) + _payload(i) for i in range(5, 10)], 0.01
             )

@@ -215,7 +215,7 @@ async def test_a_new_playback_interrupts_the_old_one_on_its_track_and_stop_other
         assert reply.success and reply.stopped_request_id == "third"
         await third.done.wait()
         assert third.code == "stopped"
-        assert not stage.bridge.state.registry.get(stage.user).playbacks
+        assert not stage.bridge.state.registry.get(stage.user).playbacks.playing
 
 
 @pytest.mark.parametrize(
@@ -254,7 +254,7 @@ async def test_failures_end_in_failed_with_their_code_and_leave_no_task(
         assert call.code == code and call.terminal.error.startswith(code + ": "), call.terminal.error
         assert sum(1 for _, e in call.events if e.type in (EventType.COMPLETED, EventType.FAILED)) == 1
         session = stage.bridge.state.registry.get(stage.user)
-        await wait_until(lambda: not session.playbacks, what="playback gone")
+        await wait_until(lambda: not session.playbacks.playing, what="playback gone")
         assert stage.bridge.state.registry.playback.stats.failed == 1
         await assert_back_to(baseline)  # no task of the failed playback remains
 

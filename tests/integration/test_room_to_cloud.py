@@ -59,7 +59,7 @@ async def test_phone_data_packets_arrive_byte_exact_in_order_and_skipped_sequenc
             assert all(chunk.user_id == user for chunk in cloud.received)
 
             session: BridgeSession = bridge.state.registry.get(user)
-            totals = session.sequence_totals()
+            totals = session.mic.sequence_totals()
             assert totals["lost"] == len(skipped)
             assert totals["reordered"] == 0
             health = await aio_as_trio(bridge.stub.health_check)(HealthCheckRequest())
@@ -140,8 +140,13 @@ async def test_target_identity_selects_the_phone_and_an_empty_target_takes_every
             assert everyone.pcm == phone_pcm + other_pcm
 
             session = bridge.state.registry.get(phone_id)
-            assert session.sequence_totals() == {"received": 5, "lost": 0, "reordered": 1, "duplicates": 0}
-            assert session.counters.data_packets_ignored == len(other_packets)
+            assert session.mic.sequence_totals() == {
+                "received": 5,
+                "lost": 0,
+                "reordered": 1,
+                "duplicates": 0,
+            }
+            assert session.mic.data_packets_ignored == len(other_packets)
             for user in (phone_id, "listen-all"):
                 await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))
         await assert_back_to(baseline)

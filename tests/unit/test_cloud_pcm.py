@@ -7,9 +7,9 @@ import pytest
 
 from audio_checks import dominant_frequency, sine
 from bridge._gen.mentra.livekit.bridge import AudioChunk
-from bridge.cloud_link import CloudPcmConverter
 from bridge.errors import AudioFormatError
 from bridge.livekit_io.outbound import track_name
+from bridge.rpc.stream_link import CloudPcmConverter
 
 
 def test_track_names_follow_the_contract() -> None:

@@ -13,7 +13,6 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from bridge._gen.mentra.livekit.bridge import AudioChunk, BridgeStatusRequest
-from bridge.cloud_link import CloudPcmConverter
 from bridge.config import BridgeConfig
 from bridge.errors import InvalidRequestError
 from bridge.limits import MAX_ID_CHARS, MAX_REASON_CHARS
@@ -21,6 +20,8 @@ from bridge.metrics import BridgeMetrics
 from bridge.playback import PlaybackStats
 from bridge.registry import _TOMBSTONE_BYTES, SessionRegistry
 from bridge.rpc import server as rpc_server
+from bridge.rpc.requests import RequestTranslator
+from bridge.rpc.stream_link import CloudPcmConverter
 from bridge.session import CloseReason
 
 
@@ -120,4 +121,4 @@ async def test_tombstones_are_bounded_in_bytes_and_their_strings_in_length() -> 
         assert registry.tombstone(f"{0:06d}".ljust(MAX_ID_CHARS, "u")) is None  # oldest forgotten first
         assert grown < 2 * _TOMBSTONE_BYTES, grown  # the estimate is within 2x of what is really held
         with pytest.raises(InvalidRequestError, match="user_id is 257 characters long; the limit is 256"):
-            registry.get("u" * (MAX_ID_CHARS + 1))
+            RequestTranslator.user_id("u" * (MAX_ID_CHARS + 1))

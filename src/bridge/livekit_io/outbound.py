@@ -71,11 +71,6 @@ class TrackPublisher:
         self._catch_up_samples = 0
         self.samples_skipped_catching_up = 0
 
-    @property
-    def room(self) -> RoomLink:
-        """The session's room link (one per session): what a playback's fetch is counted against."""
-        return self._room
-
     async def run(self) -> None:
         """Own the track's lifetime: publish it, then wait until cancelled (asyncio side).
 

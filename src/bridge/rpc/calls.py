@@ -18,8 +18,9 @@ from ..errors import (
     SessionNotFoundError,
     ShuttingDownError,
 )
+from ..session import StreamEnd, StreamEndReason
 
-__all__ = ["grpc_error", "in_trio"]
+__all__ = ["grpc_error", "in_trio", "stream_end_error"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -32,6 +33,24 @@ _STATUS: list[tuple[type[BridgeError], Status]] = [
     (ShuttingDownError, Status.UNAVAILABLE),
     (CapacityError, Status.RESOURCE_EXHAUSTED),
 ]
+
+
+_STREAM_END_STATUS = {
+    StreamEndReason.DRAINED: Status.UNAVAILABLE,
+    StreamEndReason.SHUTDOWN: Status.UNAVAILABLE,
+    StreamEndReason.SESSION_ENDED: Status.UNAVAILABLE,
+    StreamEndReason.BROKEN: Status.UNAVAILABLE,
+    StreamEndReason.BAD_AUDIO: Status.INVALID_ARGUMENT,
+    StreamEndReason.TRACK_UNPUBLISHABLE: Status.FAILED_PRECONDITION,
+}
+"""How a StreamAudio call that did not end cleanly ends: UNAVAILABLE means "join again"."""
+
+
+def stream_end_error(end: StreamEnd) -> GRPCError:
+    """The status a StreamAudio call ends with when ``end`` is not a clean end."""
+    if isinstance(end.cause, GRPCError):  # refused by the RPC layer itself: as it said
+        return end.cause
+    return GRPCError(_STREAM_END_STATUS.get(end.reason, Status.UNAVAILABLE), end.message)
 
 
 def grpc_error(err: BridgeError) -> GRPCError:

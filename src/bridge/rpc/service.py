@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpclib.const
 from grpclib.const import Status
@@ -39,11 +39,11 @@ from .._gen.mentra.livekit.bridge import (
 from ..errors import BridgeError, SessionNotFoundError
 from ..metrics import RpcTimer
 from ..playback import ErrorCode
+from ..state import BridgeState
 from ..version import VERSION
-from .calls import grpc_error, in_trio
-
-if TYPE_CHECKING:
-    from ..app import BridgeState
+from .calls import grpc_error, in_trio, stream_end_error
+from .requests import RequestTranslator
+from .stream_link import GrpcCloudLink
 
 __all__ = ["SERVICE_NAME", "LiveKitBridgeService"]
 
@@ -58,6 +58,7 @@ class LiveKitBridgeService:
     def __init__(self, state: BridgeState) -> None:
         self._state = state
         self._registry = state.registry
+        self._requests = RequestTranslator(state.config)
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         unary = grpclib.const.Cardinality.UNARY_UNARY
@@ -123,15 +124,8 @@ class LiveKitBridgeService:
         return request
 
     async def join_room(self, stream: Any) -> None:
-        request: JoinRoomRequest = await self._request(stream)
-        outcome = await in_trio(
-            self._registry.join,
-            request.user_id,
-            request.livekit_url,
-            request.token,
-            request.room_name,
-            request.target_identity,
-        )
+        message: JoinRoomRequest = await self._request(stream)
+        outcome = await in_trio(self._registry.join, self._requests.join(message))
         if outcome.session is None:
             await stream.send_message(JoinRoomResponse(success=False, error=outcome.error))
             return
@@ -151,9 +145,9 @@ class LiveKitBridgeService:
         )
 
     async def leave_room(self, stream: Any) -> None:
-        request: LeaveRoomRequest = await self._request(stream)
+        user_id, reason = self._requests.leave(await self._request(stream))
         try:
-            await in_trio(self._registry.leave, request.user_id, request.reason)
+            await in_trio(self._registry.leave, user_id, reason)
         except GRPCError as err:
             if err.status is not Status.NOT_FOUND:
                 raise
@@ -174,13 +168,15 @@ class LiveKitBridgeService:
         self._state.count_call(stream)
         if not first.user_id:
             raise GRPCError(Status.INVALID_ARGUMENT, "the first StreamAudio message must carry user_id")
+        self._requests.user_id(first.user_id)
+        link = GrpcCloudLink(stream, first, out_rate=self._state.config.publish_sample_rate)
         self._state.stream_opened()
         try:
-            end = await in_trio(self._registry.serve_stream, first.user_id, stream, first)
+            end = await in_trio(self._registry.serve_stream, link)
         finally:
             self._state.stream_closed()
-        if end.status is not Status.OK:
-            raise GRPCError(end.status, end.message)
+        if not end.reason.clean:
+            raise stream_end_error(end)
         # A clean end still says why (left, replaced, superseded), for people reading client logs.
         await stream.send_trailing_metadata(
             status=Status.OK,
@@ -189,16 +185,8 @@ class LiveKitBridgeService:
         )
 
     async def play_audio(self, stream: Any) -> None:
-        request: PlayAudioRequest = await self._request(stream)
-        playback = await in_trio(
-            self._registry.play,
-            request.user_id,
-            request.request_id,
-            request.audio_url,
-            request.volume,
-            request.track_id,
-            request.stop_other,
-        )
+        user_id, request = self._requests.play(await self._request(stream))
+        playback = await in_trio(self._registry.play, user_id, request)
         try:
             async for event in playback.events:
                 await stream.send_message(event)
@@ -207,7 +195,7 @@ class LiveKitBridgeService:
                 playback.stop(ErrorCode.STOPPED, "the PlayAudio call was cancelled by the client")
 
     async def stop_audio(self, stream: Any) -> None:
-        request: StopAudioRequest = await self._request(stream)
+        request = self._requests.stop(await self._request(stream))
         try:
             stopped = await in_trio(
                 self._registry.stop_audio,
@@ -247,9 +235,7 @@ class LiveKitBridgeService:
 
     async def get_status(self, stream: Any) -> None:
         request: BridgeStatusRequest = await self._request(stream)
-        user_id = request.user_id
-        if not user_id:
-            raise GRPCError(Status.INVALID_ARGUMENT, "user_id is required")
+        user_id = self._requests.user_id(request.user_id)
         try:
             session = self._registry.get(user_id, touch=False)
         except SessionNotFoundError as err:

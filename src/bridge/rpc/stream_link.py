@@ -1,27 +1,27 @@
-"""One attached StreamAudio call: its send loop (room -> cloud) and receive loop (cloud -> room).
+"""A StreamAudio call as the session sees it (session.stream.CloudLink), over a grpclib stream.
 
-Both loops are asyncio coroutines that own the grpclib stream's I/O; the session runs each as one
-Trio task (``aio_as_trio``), so a whole stream costs two crossings between Trio and asyncio, not one
-per chunk.
+Both loops are asyncio coroutines that own the call's I/O; the session runs each as one Trio task,
+so a whole call costs two crossings between Trio and asyncio, not one per chunk. Protobuf stays on
+this side: the session gets mono samples at the published rate, and hands back queued room audio.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from grpclib.exceptions import GRPCError
 
-from ._gen.mentra.livekit.bridge import AudioChunk
-from .audio import FrameChunker, PcmFormatError, StreamResampler, samples_from_s16le
-from .cloud_queue import CloudAudioQueue, QueueClosed
-from .errors import AudioFormatError
-from .livekit_io.inbound import CLOUD_SAMPLE_RATE
+from .._gen.mentra.livekit.bridge import AudioChunk
+from ..audio import FrameChunker, PcmFormatError, StreamResampler, samples_from_s16le
+from ..cloud_queue import CloudAudioQueue, QueueClosed
+from ..errors import AudioFormatError, TransportRefusedError
+from ..livekit_io.inbound import CLOUD_SAMPLE_RATE
+from ..session.stream import Publish, StreamCounters
 
-__all__ = ["CloudPcmConverter", "StreamCounters", "receive_loop", "send_loop"]
+__all__ = ["MAX_TRACK_ID", "CloudPcmConverter", "GrpcCloudLink"]
 
 MAX_TRACK_ID = 15
 """Cloud PCM may use tracks 0..15; each distinct id publishes one more track into the room."""
@@ -29,66 +29,57 @@ MAX_TRACK_ID = 15
 _MAX_CHANNELS = 2
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+class GrpcCloudLink:
+    """One StreamAudio call: ``first`` is its first message (already read, it carries the user id)."""
 
+    def __init__(self, stream: Any, first: AudioChunk, *, out_rate: int) -> None:
+        self.user_id = first.user_id
+        self._stream = stream
+        self._first: AudioChunk | None = first
+        self._converter = CloudPcmConverter(out_rate)
 
-@dataclass
-class StreamCounters:
-    chunks_to_cloud: int = 0
-    bytes_to_cloud: int = 0
-    chunks_from_cloud: int = 0
-    bytes_from_cloud: int = 0
-    rejected_chunks: int = 0
-    dropped_track_busy: int = 0
-    """Cloud PCM chunks dropped because a playback owned their track."""
-
-
-async def send_loop(stream: Any, queue: CloudAudioQueue, user_id: str, counters: StreamCounters) -> None:
-    """Send queued room audio to the cloud until the queue closes (asyncio side)."""
-    while True:
-        try:
-            batch = await queue.get_batch()
-        except QueueClosed:
-            return
-        for chunk in batch:
-            await stream.send_message(
-                AudioChunk(
-                    pcm_data=chunk.pcm,
-                    sample_rate=CLOUD_SAMPLE_RATE,
-                    channels=1,
-                    timestamp_ms=chunk.timestamp_ms,
-                    user_id=user_id,
-                )
-            )
-            counters.chunks_to_cloud += 1
-            counters.bytes_to_cloud += len(chunk.pcm)
-
-
-Publish = Callable[[int, npt.NDArray[np.int16]], Awaitable[None]]
-
-
-async def receive_loop(
-    stream: Any, first: AudioChunk, publish: Publish, converter: CloudPcmConverter, counters: StreamCounters
-) -> None:
-    """Publish cloud PCM until the client stops sending (asyncio side).
-
-    Raises AudioFormatError for a chunk that cannot be used; the caller ends the stream with
-    INVALID_ARGUMENT and keeps the session.
-    """
-    message: AudioChunk | None = first
-    while message is not None:
-        if message.pcm_data:
+    async def send_all(self, queue: CloudAudioQueue, counters: StreamCounters) -> None:
+        """Send queued room audio to the cloud until the queue closes (asyncio side)."""
+        while True:
             try:
-                samples = converter.convert(message)
-            except AudioFormatError:
-                counters.rejected_chunks += 1
-                raise
-            counters.chunks_from_cloud += 1
-            counters.bytes_from_cloud += len(message.pcm_data)
-            if samples.size:
-                await publish(message.track_id, samples)
-        message = await stream.recv_message()
+                batch = await queue.get_batch()
+            except QueueClosed:
+                return
+            for chunk in batch:
+                await self._stream.send_message(
+                    AudioChunk(
+                        pcm_data=chunk.pcm,
+                        sample_rate=CLOUD_SAMPLE_RATE,
+                        channels=1,
+                        timestamp_ms=chunk.timestamp_ms,
+                        user_id=self.user_id,
+                    )
+                )
+                counters.chunks_to_cloud += 1
+                counters.bytes_to_cloud += len(chunk.pcm)
+
+    async def receive_all(self, publish: Publish, counters: StreamCounters) -> None:
+        """Publish cloud PCM until the client stops sending (asyncio side).
+
+        Raises AudioFormatError for a chunk that cannot be used (the stream ends with
+        INVALID_ARGUMENT, the session stays), TransportRefusedError when the server refused a message.
+        """
+        message, self._first = self._first, None
+        while message is not None:
+            if message.pcm_data:
+                try:
+                    samples = self._converter.convert(message)
+                except AudioFormatError:
+                    counters.rejected_chunks += 1
+                    raise
+                counters.chunks_from_cloud += 1
+                counters.bytes_from_cloud += len(message.pcm_data)
+                if samples.size:
+                    await publish(message.track_id, samples)
+            try:
+                message = await self._stream.recv_message()
+            except GRPCError as err:  # rpc/server.py refused it (too large, compressed)
+                raise TransportRefusedError(err.message or err.status.name, err) from None
 
 
 @dataclass

@@ -1,0 +1,175 @@
+"""Session and registry logic through their seams, without Go or a LiveKit server: a fake room
+link (``room_factory``), a fake StreamAudio call (``CloudLink``) and Trio's MockClock for the TTL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+import trio_asyncio
+
+from bridge.cloud_queue import CloudAudioQueue, QueueClosed
+from bridge.config import BridgeConfig
+from bridge.metrics import BridgeMetrics
+from bridge.playback import PlaybackStats
+from bridge.registry import SessionRegistry
+from bridge.session import CloseReason, JoinRequest, StreamCounters, StreamEndReason
+from support.fake_room import FakeRooms
+
+TTL_S = 120.0
+
+
+@dataclass(eq=False)
+class FakeCall:
+    """A StreamAudio call as the session sees it: records room audio, sends nothing, ends on demand."""
+
+    user_id: str
+    received: list[bytes] = field(default_factory=list)
+    hang_up: asyncio.Event | None = None
+
+    async def send_all(self, queue: CloudAudioQueue, counters: StreamCounters) -> None:
+        while True:
+            try:
+                batch = await queue.get_batch()
+            except QueueClosed:
+                return
+            self.received += [chunk.pcm for chunk in batch]
+            counters.chunks_to_cloud += len(batch)
+
+    async def receive_all(self, publish: Any, counters: StreamCounters) -> None:
+        self.hang_up = asyncio.Event()
+        await self.hang_up.wait()  # the cloud keeps its call open until the test ends it
+
+
+@dataclass(eq=False)
+class World:
+    registry: SessionRegistry
+    rooms: FakeRooms
+    nursery: trio.Nursery
+
+    async def join(self, user: str, **request: str) -> Any:
+        outcome = await self.registry.join(JoinRequest(user, "ws://fake.test", "token", **request))
+        return outcome
+
+
+@pytest.fixture
+async def world(mock_clock: trio.testing.MockClock) -> AsyncIterator[World]:
+    config = BridgeConfig(session_idle_ttl_s=TTL_S, max_sessions=2, join_timeout_s=5.0)
+    rooms = FakeRooms()
+    services: Any = SimpleNamespace(stats=PlaybackStats(), client=None, limits=None)
+    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+        registry = SessionRegistry(config, nursery, services, BridgeMetrics(), room_factory=rooms)
+        yield World(registry, rooms, nursery)
+        await registry.close_all(CloseReason.SHUTDOWN, 5.0)
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_idle_ttl_closes_a_quiet_session_no_sooner_and_no_later(
+    world: World, mock_clock: trio.testing.MockClock
+) -> None:
+    session = (await world.join("quiet")).session
+    await trio.testing.wait_all_tasks_blocked()
+    mock_clock.jump(TTL_S - 0.001)
+    await trio.testing.wait_all_tasks_blocked()
+    assert session.close_reason is None  # not a moment early
+    mock_clock.jump(0.002)
+    await session.closed.wait()
+    assert session.close_reason is CloseReason.IDLE
+    assert world.registry.tombstone("quiet") is not None and world.rooms.made[0].closed == 1
+
+
+async def test_a_call_resets_the_idle_ttl_and_a_status_read_does_not(
+    world: World, mock_clock: trio.testing.MockClock
+) -> None:
+    session = (await world.join("polled")).session
+    await trio.testing.wait_all_tasks_blocked()
+    mock_clock.jump(TTL_S * 0.75)
+    world.registry.get("polled")  # a call for the session (touch)
+    await trio.testing.wait_all_tasks_blocked()
+    mock_clock.jump(TTL_S * 0.75)  # 1.5 TTL since the join, 0.75 since the call
+    await trio.testing.wait_all_tasks_blocked()
+    assert session.close_reason is None
+    for _ in range(2):  # GetStatus polling: read-only, keeps nothing alive
+        world.registry.get("polled", touch=False)
+        mock_clock.jump(TTL_S * 0.1)
+        await trio.testing.wait_all_tasks_blocked()
+    assert session.close_reason is None  # 0.95 TTL since the call
+    mock_clock.jump(TTL_S * 0.06)  # 1.01 TTL since the call, whatever the polling
+    await session.closed.wait()
+    assert session.close_reason is CloseReason.IDLE
+
+
+async def test_an_attached_stream_keeps_a_session_alive_and_gets_its_mic_audio(
+    world: World, mock_clock: trio.testing.MockClock
+) -> None:
+    session = (await world.join("talker", target_identity="phone")).session
+    room = world.rooms.made[0]
+    call = FakeCall("talker")
+    ends: list[Any] = []
+
+    async def serve() -> None:
+        ends.append(await world.registry.serve_stream(call))
+
+    world.nursery.start_soon(serve)
+    await trio.testing.wait_all_tasks_blocked()
+    for seq in (1, 2, 4):  # 3 is lost on the way
+        room.packet(bytes([seq]) + bytes([seq]) * 320, "phone")
+    room.packet(b"\x09" + b"\x00" * 320, "someone-else")  # not the target: ignored, counted
+    await trio.testing.wait_all_tasks_blocked()
+    assert call.received == [bytes([s]) * 320 for s in (1, 2, 4)]
+    assert session.mic.sequence_totals()["lost"] == 1 and session.mic.data_packets_ignored == 1
+    mock_clock.jump(TTL_S * 3)  # streaming for three TTLs: not idle
+    await trio.testing.wait_all_tasks_blocked()
+    assert session.close_reason is None and session.stream.attached
+    await world.registry.leave("talker", "done")
+    await trio.testing.wait_all_tasks_blocked()
+    assert ends and ends[0].reason is StreamEndReason.LEFT and ends[0].reason.clean
+
+
+async def test_a_lost_room_ends_the_session_and_its_stream_asks_for_a_rejoin(world: World) -> None:
+    session = (await world.join("kicked")).session
+    call = FakeCall("kicked")
+    ends: list[Any] = []
+
+    async def serve() -> None:
+        ends.append(await world.registry.serve_stream(call))
+
+    world.nursery.start_soon(serve)
+    await trio.testing.wait_all_tasks_blocked()
+    world.rooms.made[0].emit("disconnected", reason="PARTICIPANT_REMOVED")
+    await session.closed.wait()
+    await trio.testing.wait_all_tasks_blocked()
+    assert session.close_reason is CloseReason.ROOM_DISCONNECTED
+    assert ends[0].reason is StreamEndReason.SESSION_ENDED and not ends[0].reason.clean
+    assert "PARTICIPANT_REMOVED" in world.registry.tombstone("kicked").reason  # type: ignore[union-attr]
+
+
+async def test_a_bug_in_a_session_task_ends_that_session_only(world: World) -> None:
+    faulty = (await world.join("faulty")).session
+    healthy = (await world.join("healthy")).session
+
+    def broken(track_sid: str) -> None:
+        raise RuntimeError("injected fault")
+
+    faulty.mic.stop_reading = broken  # type: ignore[method-assign]
+    world.rooms.made[0].emit("track_unsubscribed")
+    await faulty.closed.wait()
+    await trio.testing.wait_all_tasks_blocked()
+    assert faulty.close_reason is CloseReason.FAILED and "injected fault" in faulty.close_detail
+    assert faulty.failures == 1 and faulty.trio_task_count() == 0
+    assert healthy.close_reason is None and world.registry.get("healthy") is healthy
+
+
+async def test_a_join_that_cannot_connect_answers_and_takes_no_place(world: World) -> None:
+    world.rooms.fail_connect = "could not connect to LiveKit at ws://fake.test: 401"
+    outcome = await world.join("refused")
+    assert outcome.session is None and "401" in outcome.error
+    world.rooms.fail_connect = ""
+    assert (await world.join("a")).session is not None
+    assert (await world.join("b")).session is not None  # capacity 2: the failed join held no place
