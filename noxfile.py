@@ -15,7 +15,7 @@ nox.options.error_on_missing_interpreters = True
 PYTHON = "3.11"
 # The proto generators are pinned: their output is committed and checked for staleness.
 PROTO_TOOLS = ["grpcio-tools==1.85.1", "betterproto2-compiler==0.10.1"]
-LINT_TOOLS = ["ruff==0.17.6", "mypy==2.4.1", "types-protobuf"]
+LINT_TOOLS = ["ruff==0.17.6", "mypy==2.4.1", "types-protobuf", "types-PyYAML"]
 
 
 @nox.session(python=PYTHON)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -105,7 +106,9 @@ async def test_real_time_cloud_audio_on_a_new_track_carries_no_standing_delay(br
                 if chunk is burst and i > 10:  # the first second is the track's publication
                     sent_at = time.monotonic()
                     await wait_until(
-                        lambda t=sent_at: any(x > t for x in listener.loud_times("track_5")),
+                        functools.partial(
+                            lambda t: any(x > t for x in listener.loud_times("track_5")), sent_at
+                        ),
                         timeout_s=3,
                         what="burst",
                     )

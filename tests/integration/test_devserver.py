@@ -198,6 +198,6 @@ def test_a_livekit_server_on_path_at_the_pinned_version_runs_instead_of_a_build(
     )
     assert built.returncode == 0 and built.stdout.strip() == str(on_path), built
     with LocalLiveKitServer() as srv:
-        assert srv.process is not None and srv.process.args[0] == str(on_path)
+        assert srv.process is not None and srv.process.args[0] == str(on_path)  # type: ignore[index]
         assert _get_status(srv.http_url) == 200
     assert not (tmp_path / "empty-cache").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 
 import grpclib.const
@@ -87,7 +88,9 @@ async def test_join_leave_churn_on_25_sessions_loses_nothing_for_the_others(brid
             for i, stream in enumerate(witnesses):
                 expected = b"".join(p[1:] for p in sent[i])
                 await wait_until(
-                    lambda s=stream, e=expected: len(s.pcm) >= len(e), timeout_s=20, what=f"witness {i}"
+                    functools.partial(lambda s, e: len(s.pcm) >= len(e), stream, expected),
+                    timeout_s=20,
+                    what=f"witness {i}",
                 )
                 assert stream.pcm == expected, f"witness {i} lost or reordered audio"
                 session = bridge.state.registry.get(f"witness-{i}")

@@ -107,7 +107,7 @@ async def test_unauthenticated_health_watches_are_bounded(aio_loop, livekit_serv
             outcomes: list[list[object]] = []
             async with trio.open_nursery() as nursery:
                 for _ in range(5):  # no token: health is open, but only 3 watches at once
-                    opened, outcome = trio.Event(), []
+                    opened, outcome = trio.Event(), list[object]()
                     outcomes.append(outcome)
                     nursery.start_soon(aio_as_trio(_watch), bridge.channel, None, opened, outcome)
                     await opened.wait()

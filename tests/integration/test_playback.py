@@ -142,7 +142,7 @@ async def test_an_mp3_starts_playing_before_its_download_has_finished(stage: Sta
 async def test_volume_half_halves_the_level_and_explicit_zero_is_silent(stage: Stage) -> None:
     with trio.fail_after(40):
         stage.media.add("/v.wav", wav(440, 1.2))
-        levels = {}
+        levels: dict[float, float] = {}
         for volume in (1.0, 0.5, 0.0):
             name = f"track_{3 + len(levels)}"  # a fresh track each, so recordings do not mix
             call = stage.play("/v.wav", request_id=f"vol-{volume}", track_id=3 + len(levels), volume=volume)

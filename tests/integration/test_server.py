@@ -225,7 +225,7 @@ async def test_one_connection_carries_more_than_100_streams_and_silent_ones_are_
 
     with trio.fail_after(30):
         async with running_bridge(livekit_server, stream_first_message_timeout_s=2.0) as bridge:
-            opened, statuses = trio.Event(), []
+            opened, statuses = trio.Event(), list[object]()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(aio_as_trio(_silent_streams), bridge.channel, 150, opened, statuses)
                 await opened.wait()

@@ -102,8 +102,8 @@ async def test_tombstones_are_bounded_in_bytes_and_their_strings_in_length() -> 
         registry = SessionRegistry(
             BridgeConfig(),
             nursery,
-            SimpleNamespace(stats=PlaybackStats()),
-            BridgeMetrics(),  # type: ignore[arg-type]
+            SimpleNamespace(stats=PlaybackStats()),  # type: ignore[arg-type]
+            BridgeMetrics(),
         )
         tracemalloc.start()
         try:

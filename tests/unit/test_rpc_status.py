@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -97,7 +98,7 @@ async def test_stream_ends_map_to_ok_with_a_reason_or_to_unavailable(bridge: Any
             await call.opened.wait()
         for user in ("leaver", "drained"):
             session = state.registry.get(user, touch=False)
-            await wait_until(lambda s=session: s.stream.attached, what=f"{user}'s stream attached")
+            await wait_until(functools.partial(lambda s: s.stream.attached, session), what=f"{user} attached")
         await aio_as_trio(stub.leave_room)(LeaveRoomRequest(user_id="leaver", reason="bye"))
         await left.ended.wait()
         state.request_shutdown()  # a drain: the session has no playback, so it goes at once

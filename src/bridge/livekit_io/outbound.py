@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from livekit import rtc
 
-from .room import RoomLink
+from .room import RoomPort
 
 __all__ = ["TrackPublishError", "TrackPublisher", "track_name"]
 
@@ -44,7 +44,7 @@ class TrackPublishError(Exception):
 class TrackPublisher:
     def __init__(
         self,
-        room: RoomLink,
+        room: RoomPort,
         track_id: int,
         *,
         sample_rate: int,

@@ -15,7 +15,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 from livekit import rtc
@@ -24,7 +24,7 @@ from ..errors import RoomConnectError
 from ..redact import redact
 from .ffi_filter import narrow_to_own_events
 
-__all__ = ["RoomEvent", "RoomLink", "open_event_channel"]
+__all__ = ["RoomEvent", "RoomLink", "RoomPort", "open_event_channel"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,29 @@ def disconnect_reason_name(reason: Any) -> str:
         return str(rtc.DisconnectReason.Name(reason))
     except (ValueError, TypeError):
         return str(reason)
+
+
+class RoomPort(Protocol):
+    """What a session uses of its room link (RoomLink; tests substitute a fake)."""
+
+    @property
+    def room(self) -> rtc.Room: ...
+    @property
+    def participant_id(self) -> str: ...
+    @property
+    def identity(self) -> str: ...
+    @property
+    def participant_count(self) -> int: ...
+    @property
+    def pending_events(self) -> int: ...
+    @property
+    def room_name(self) -> str: ...
+    @property
+    def connect_pending(self) -> bool: ...
+    def subscribed_audio_tracks(self) -> list[tuple[str, str, rtc.Track]]: ...
+    async def connect(self, url: str, token: str, *, timeout_s: float) -> None: ...  # noqa: ASYNC109
+    async def finish_abandoned_connect(self) -> None: ...
+    async def aclose(self) -> None: ...
 
 
 class RoomLink:

@@ -30,7 +30,7 @@ from trio_asyncio import aio_as_trio
 from ..config import BridgeConfig
 from ..diagnostics import tasks_under
 from ..errors import SessionNotFoundError
-from ..livekit_io.room import DataHandler, RoomEvent, RoomLink, open_event_channel
+from ..livekit_io.room import DataHandler, RoomEvent, RoomLink, RoomPort, open_event_channel
 from ..playback import PlaybackRequest, PlaybackServices
 from .model import CloseReason, ConnectionStatus, JoinRequest, StreamEnd, StreamEndReason
 from .playbacks import ActivePlayback, Playbacks
@@ -46,11 +46,11 @@ log = logging.getLogger(__name__)
 _CLEANUP_TIMEOUT_S = 5.0
 """Upper bound on a session's cleanup (room disconnect); it never blocks the registry longer."""
 
-RoomFactory = Callable[[DataHandler, "trio.MemorySendChannel[RoomEvent]"], RoomLink]
+RoomFactory = Callable[[DataHandler, "trio.MemorySendChannel[RoomEvent]"], RoomPort]
 """Makes a session's room link; tests pass a fake (tests/support/fake_room.py)."""
 
 
-def _livekit_room(on_data: DataHandler, events: trio.MemorySendChannel[RoomEvent]) -> RoomLink:
+def _livekit_room(on_data: DataHandler, events: trio.MemorySendChannel[RoomEvent]) -> RoomPort:
     return RoomLink(on_data=on_data, events=events)
 
 

@@ -15,7 +15,7 @@ import numpy.typing as npt
 from trio_asyncio import aio_as_trio
 
 from ..livekit_io.outbound import TrackPublisher
-from ..livekit_io.room import RoomLink
+from ..livekit_io.room import RoomPort
 from .host import SessionHost
 
 __all__ = ["CloudToRoom", "TracksSnapshot"]
@@ -33,7 +33,7 @@ class TracksSnapshot:
 
 
 class CloudToRoom:
-    def __init__(self, host: SessionHost, room: RoomLink) -> None:
+    def __init__(self, host: SessionHost, room: RoomPort) -> None:
         self._host = host
         self._room = room
         self._publishers: dict[int, TrackPublisher] = {}
