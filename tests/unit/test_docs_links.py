@@ -9,8 +9,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = sorted(
-    [REPO / "README.md", REPO / "CHANGELOG.md", *REPO.glob("docs/**/*.md"), *REPO.glob("bench/**/*.md")]
-    + [REPO / "clients/typescript/README.md", *REPO.glob("deploy/**/*.md")]
+    [
+        REPO / "README.md",
+        REPO / "CHANGELOG.md",
+        REPO / "clients/typescript/README.md",
+        *REPO.glob("docs/**/*.md"),
+        *REPO.glob("bench/**/*.md"),
+        *REPO.glob("deploy/**/*.md"),
+    ]
 )
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
