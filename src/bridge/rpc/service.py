@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import grpclib.const
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
+from grpclib.server import Stream
 
 from .._gen.mentra.livekit.bridge import (
     AudioChunk,
@@ -52,6 +53,8 @@ END_REASON_KEY = "x-bridge-end-reason"
 """Trailing metadata on StreamAudio calls that end with OK: why the bridge ended the call."""
 
 log = logging.getLogger(__name__)
+
+RequestT = TypeVar("RequestT")
 
 
 class LiveKitBridgeService:
@@ -116,14 +119,14 @@ class LiveKitBridgeService:
 
         return call
 
-    async def _request(self, stream: Any) -> Any:
+    async def _request(self, stream: Stream[RequestT, Any]) -> RequestT:
         request = await stream.recv_message()
         if request is None:
             raise GRPCError(Status.INVALID_ARGUMENT, "empty request")
         self._state.count_call(stream)
         return request
 
-    async def join_room(self, stream: Any) -> None:
+    async def join_room(self, stream: Stream[JoinRoomRequest, JoinRoomResponse]) -> None:
         message: JoinRoomRequest = await self._request(stream)
         outcome = await in_trio(self._registry.join, self._requests.join(message))
         if outcome.session is None:
@@ -144,7 +147,7 @@ class LiveKitBridgeService:
             )
         )
 
-    async def leave_room(self, stream: Any) -> None:
+    async def leave_room(self, stream: Stream[LeaveRoomRequest, LeaveRoomResponse]) -> None:
         user_id, reason = self._requests.leave(await self._request(stream))
         try:
             await in_trio(self._registry.leave, user_id, reason)
@@ -155,7 +158,7 @@ class LiveKitBridgeService:
             return
         await stream.send_message(LeaveRoomResponse(success=True))
 
-    async def stream_audio(self, stream: Any) -> None:
+    async def stream_audio(self, stream: Stream[AudioChunk, AudioChunk]) -> None:
         timeout = self._state.config.stream_first_message_timeout_s
         try:
             first: AudioChunk | None = await asyncio.wait_for(stream.recv_message(), timeout)
@@ -184,7 +187,7 @@ class LiveKitBridgeService:
             metadata={END_REASON_KEY: end.message.encode("ascii", "backslashreplace").decode()},
         )
 
-    async def play_audio(self, stream: Any) -> None:
+    async def play_audio(self, stream: Stream[PlayAudioRequest, PlayAudioEvent]) -> None:
         user_id, request = self._requests.play(await self._request(stream))
         playback = await in_trio(self._registry.play, user_id, request)
         try:
@@ -194,7 +197,7 @@ class LiveKitBridgeService:
             if not playback.events.finished:  # the cloud cancelled the call: stop what it asked for
                 playback.stop(ErrorCode.STOPPED, "the PlayAudio call was cancelled by the client")
 
-    async def stop_audio(self, stream: Any) -> None:
+    async def stop_audio(self, stream: Stream[StopAudioRequest, StopAudioResponse]) -> None:
         request = self._requests.stop(await self._request(stream))
         try:
             stopped = await in_trio(
@@ -215,7 +218,7 @@ class LiveKitBridgeService:
             return
         await stream.send_message(StopAudioResponse(success=True, stopped_request_id=",".join(stopped)))
 
-    async def health_check(self, stream: Any) -> None:
+    async def health_check(self, stream: Stream[HealthCheckRequest, HealthCheckResponse]) -> None:
         await self._request(stream)
         state = self._state
         status = (
@@ -233,7 +236,7 @@ class LiveKitBridgeService:
             )
         )
 
-    async def get_status(self, stream: Any) -> None:
+    async def get_status(self, stream: Stream[BridgeStatusRequest, BridgeStatusResponse]) -> None:
         request: BridgeStatusRequest = await self._request(stream)
         user_id = self._requests.user_id(request.user_id)
         try:

@@ -8,11 +8,11 @@ this side: the session gets mono samples at the published rate, and hands back q
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from grpclib.exceptions import GRPCError
+from grpclib.server import Stream
 
 from .._gen.mentra.livekit.bridge import AudioChunk
 from ..audio import FrameChunker, PcmFormatError, StreamResampler, samples_from_s16le
@@ -32,7 +32,7 @@ _MAX_CHANNELS = 2
 class GrpcCloudLink:
     """One StreamAudio call: ``first`` is its first message (already read, it carries the user id)."""
 
-    def __init__(self, stream: Any, first: AudioChunk, *, out_rate: int) -> None:
+    def __init__(self, stream: Stream[AudioChunk, AudioChunk], first: AudioChunk, *, out_rate: int) -> None:
         self.user_id = first.user_id
         self._stream = stream
         self._first: AudioChunk | None = first
