@@ -73,6 +73,7 @@ def client_ts(session: nox.Session) -> None:
     bun_dir = _bun(session)
     with session.chdir("clients/typescript"):
         session.run("npm", "ci", "--no-audit", "--no-fund", external=True)
+        session.run("npm", "run", "lint", external=True)
         session.run("npm", "test", env={"BRIDGE_PYTHON": bridge_python}, external=True)
         path = os.pathsep.join([bun_dir, session.bin, os.environ.get("PATH", "")])
         bun_env = {"BRIDGE_PYTHON": bridge_python, "PATH": path}
