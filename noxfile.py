@@ -73,7 +73,7 @@ def unit(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def client_ts(session: nox.Session) -> None:
-    """The TypeScript client (clients/typescript): build, unit, integration and package tests against
+    """The TypeScript client (clients/typescript): lint, build, unit, integration and package tests against
     this bridge, under Node and again under Bun."""
     session.install("-e", ".")
     session.run("python", "-m", "bridge.testing.devserver", "build")
@@ -81,6 +81,7 @@ def client_ts(session: nox.Session) -> None:
     bun_dir = _bun(session)
     with session.chdir("clients/typescript"):
         session.run("npm", "ci", "--no-audit", "--no-fund", external=True)
+        session.run("npm", "run", "lint", external=True)
         session.run("npm", "test", env={"BRIDGE_PYTHON": bridge_python}, external=True)
         path = os.pathsep.join([bun_dir, session.bin, os.environ.get("PATH", "")])
         bun_env = {"BRIDGE_PYTHON": bridge_python, "PATH": path}

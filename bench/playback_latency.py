@@ -11,7 +11,7 @@ generated MP3 (128 kbit/s, 44.1 kHz stereo) and WAV (16-bit, 48 kHz mono) of ``-
 - CPU: process CPU seconds (all threads: ours and the SDK's native ones) while one whole file plays,
   minus the same process's idle CPU over as long, scaled to one minute of audio.
 
-    python bench/playback_latency.py [--seconds 60] [--runs 20]
+    python -m bench.playback_latency [--seconds 60] [--runs 20]
 """
 
 from __future__ import annotations
@@ -21,27 +21,57 @@ import resource
 import statistics
 import sys
 import time
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 import trio_asyncio
+from grpclib.client import Channel
 from trio_asyncio import aio_as_trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from grpclib.client import Channel
-
+from bench.lib import MediaFiles
 from bridge import BridgeConfig, serve
 from bridge._gen.mentra.livekit.bridge import (
     JoinRoomRequest,
     LiveKitBridgeStub,
+    PlayAudioEvent,
+    PlayAudioEventEventType,
     PlayAudioRequest,
     StopAudioRequest,
 )
 from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
 from bridge.testing.synth import encode_mp3, encode_wav, tone
-from support.media_server import MediaServer
-from support.playback import EventType, PlaybackCall
+
+EventType = PlayAudioEventEventType
+
+
+@dataclass(eq=False)
+class PlaybackCall:
+    """One PlayAudio call: its events with their arrival times (``run`` is asyncio code)."""
+
+    stub: Any
+    request: PlayAudioRequest
+    sent_at: float = 0.0
+    events: list[tuple[float, PlayAudioEvent]] = field(default_factory=list)
+    done: trio.Event = field(default_factory=trio.Event)
+    started: trio.Event = field(default_factory=trio.Event)
+
+    async def run(self) -> None:
+        try:
+            async for event in self.stub.play_audio(self.request):
+                self.events.append((time.monotonic(), event))
+                if event.type is EventType.STARTED:
+                    self.started.set()
+        finally:
+            self.started.set()
+            self.done.set()
+
+    def times(self, kind: PlayAudioEventEventType) -> list[float]:
+        return [t for t, event in self.events if event.type is kind]
+
+    @property
+    def terminal(self) -> PlayAudioEvent:
+        return self.events[-1][1]
 
 
 def cpu_seconds() -> float:
@@ -63,16 +93,14 @@ async def _channel(port: int) -> Channel:
 
 async def run(seconds: float, runs: int) -> None:
     ensure_server_binary(log=lambda message: print(message, file=sys.stderr))
-    media = MediaServer()
+    media = MediaFiles()
     mp3 = encode_mp3(tone(440, seconds, 44100, amplitude=0.4, channels=2), 44100, bitrate=128000)
     wav = encode_wav(tone(440, seconds, 48000, amplitude=0.4), 48000)
     files = {"mp3": mp3, "wav": wav}
     for name, data in files.items():
         media.add(f"/full.{name}", data)
         # 2x real time: the bytes of `seconds` of audio arrive over `seconds / 2`.
-        media.add(
-            f"/throttled.{name}", data, mode="trickle", trickle_bytes_per_s=int(2 * len(data) / seconds)
-        )
+        media.add(f"/throttled.{name}", data, bytes_per_s=int(2 * len(data) / seconds))
     print(f"files: mp3 {len(mp3) / 1e6:.2f} MB, wav {len(wav) / 1e6:.2f} MB, {seconds:g} s each")
 
     with LocalLiveKitServer() as lk:
@@ -97,7 +125,7 @@ async def run(seconds: float, runs: int) -> None:
                     sent = time.monotonic()
                     calls.start_soon(aio_as_trio(call.run))
                     await call.started.wait()
-                    call.sent_at = sent  # type: ignore[attr-defined]
+                    call.sent_at = sent
                     if stop_after_start:
                         await aio_as_trio(stub.stop_audio)(
                             StopAudioRequest(user_id="bench", request_id=request_id)
@@ -113,7 +141,7 @@ async def run(seconds: float, runs: int) -> None:
                         call = await play(f"/{served}.{name}", f"{served}-{name}-{i}", True)
                         started = call.times(EventType.STARTED)
                         if started:
-                            latencies.append(1000 * (started[0] - call.sent_at))  # type: ignore[attr-defined]
+                            latencies.append(1000 * (started[0] - call.sent_at))
                     label = "loopback, full speed" if served == "full" else "served at 2x real time"
                     print(f"  {name} {label:24s} {percentiles(latencies)}")
                     if served == "throttled":
@@ -146,7 +174,9 @@ async def run(seconds: float, runs: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.playback_latency", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the test files")
     parser.add_argument("--runs", type=int, default=20, help="playbacks per format and serving mode")
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """How fast the livekit SDK gives back a disconnected room's native memory: the floor under churn.
 
-    python bench/sdk_churn.py [--slots 1,2,4,8] [--seconds 20] [--idle 30]
+    python -m bench.sdk_churn [--slots 1,2,4,8] [--seconds 20] [--idle 30]
 
 Bare SDK, no bridge: for each slot count K, K loops connect an ``rtc.Room`` (auto-subscribe, as
 the bridge does) to a local LiveKit server, stay 0.5 s and disconnect, for ``--seconds``; then
@@ -8,7 +8,7 @@ nothing happens for ``--idle`` seconds. The C heap in use (glibc mallinfo2, brid
 sampled every second. It prints, per K: sessions per second, C heap growth per session during the
 churn, the peak, and how fast the heap came back afterwards (MiB/s, and rooms' worth per second).
 
-Why: bench/soak.py showed the bridge's C heap climbing by hundreds of MiB under fast churn and
+Why: bench.soak showed the bridge's C heap climbing by hundreds of MiB under fast churn and
 falling back later. This shows the same on the bare SDK: each disconnected room keeps ~1.7 MiB of
 native memory until the SDK's teardown gets to it, and the teardown falls behind when rooms come
 and go faster than it runs (docs/design/lessons.md has the figures).
@@ -21,14 +21,10 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from livekit import rtc
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _benchlib import least_squares_slope
-
+from bench.lib import least_squares_slope
 from bridge.memory import heap_usage
 from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
 
@@ -94,7 +90,7 @@ async def churn(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.sdk_churn", description=__doc__.splitlines()[0])
     parser.add_argument("--slots", default="1,2,4,8", help="comma-separated slot counts")
     parser.add_argument("--seconds", type=float, default=20.0, help="churn time per slot count (max 600)")
     parser.add_argument("--idle", type=float, default=30.0, help="idle time after each churn (max 600)")

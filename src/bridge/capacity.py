@@ -1,6 +1,6 @@
 """How many sessions one bridge process takes, and the open-file limit that allows it.
 
-Sizing rule (bench/load.py on a 2-core machine): a mic session costs ~3 % of a core, so ~25 sessions
+Sizing rule (`python -m bench.load` on a 2-core machine): a mic session costs ~3 % of a core, so ~25 sessions
 fill one with latency still near the SDK's own floor; and each session holds ~120 file descriptors
 (WebRTC sockets and the SDK's pipes), so a process with a soft ``nofile`` limit of 1024 stops near 8.
 ``BRIDGE_MAX_SESSIONS=0`` (the default) takes the smaller of the two after raising the soft limit to

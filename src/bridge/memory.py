@@ -13,7 +13,7 @@ metrics scrape:
 
 On a libc without ``mallinfo2`` (musl, macOS, glibc < 2.33) only ``python_blocks`` is reported.
 
-bench/soak.py samples this split over time; docs/design/lessons.md has what it showed.
+`python -m bench.soak` samples this split over time; docs/design/lessons.md has what it showed.
 """
 
 from __future__ import annotations

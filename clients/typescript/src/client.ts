@@ -344,6 +344,7 @@ export class LiveKitGrpcClient {
       session = this.sessionParams(params);
       this.assertAvailable();
     } catch (err) {
+      // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- passes on what the checks above threw (their own Errors)
       return Promise.reject(err);
     }
     const pending = this.pendingConnect;

@@ -2,7 +2,7 @@
 
 Why not pydub: it needs the whole file (and an ffmpeg binary) before giving the first sample, so a
 60 s TTS file would be silent until fully downloaded. PyAV's parser/decoder takes arbitrary network
-pieces and yields PCM after the first few KiB (bench/playback_latency.py measures it); WAV needs no
+pieces and yields PCM after the first few KiB (`python -m bench.playback_latency` measures it); WAV needs no
 codec at all, only a RIFF header parser.
 
 The format is detected from the bytes (``sniff_format``), never from Content-Type. Decoders return

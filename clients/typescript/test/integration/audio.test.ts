@@ -67,7 +67,7 @@ describe("LiveKitGrpcClient with the real bridge and a real LiveKit server", () 
 
   function ready(): IntegrationEnv {
     if (env === undefined || startError !== undefined) {
-      throw startError ?? new Error("the integration environment did not start");
+      throw startError instanceof Error ? startError : new Error("the integration environment did not start", { cause: startError });
     }
     return env;
   }

@@ -1,3 +1,4 @@
+/* eslint-disable @typescript-eslint/no-floating-promises -- these tests call the legacy API as the cloud's old callers do: fire and forget */
 /**
  * The old callers' API at run time, against the real bridge and a real LiveKit server: a client
  * built from a UserSession, called the way the cloud's LiveKitManager and SpeakerManager call it.
@@ -20,6 +21,7 @@ class UserSession {
   readonly logger = { ...quiet, child: (): Logger => quiet };
   readonly audioManager = {
     received: [] as Buffer[],
+    // eslint-disable-next-line @typescript-eslint/require-await -- async like the cloud's AudioManager
     processAudioData: async (pcm: Buffer): Promise<void> => {
       this.audioManager.received.push(pcm);
     },
@@ -65,7 +67,7 @@ describe("the old LiveKitGrpcClient API against the real bridge", () => {
 
   function ready(): IntegrationEnv {
     if (env === undefined || startError !== undefined) {
-      throw startError ?? new Error("the integration environment did not start");
+      throw startError instanceof Error ? startError : new Error("the integration environment did not start", { cause: startError });
     }
     return env;
   }

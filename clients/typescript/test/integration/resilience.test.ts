@@ -35,7 +35,7 @@ describe("LiveKitGrpcClient resilience against the real bridge", () => {
 
   function ready(): IntegrationEnv {
     if (env === undefined || startError !== undefined) {
-      throw startError ?? new Error("the integration environment did not start");
+      throw startError instanceof Error ? startError : new Error("the integration environment did not start", { cause: startError });
     }
     return env;
   }
@@ -127,7 +127,7 @@ describe("LiveKitGrpcClient resilience against the real bridge", () => {
 
     const left = await new Promise<{ success: boolean }>((resolve, reject) =>
       channel.stub.leaveRoom({ user_id: user, reason: "operator" }, (err, response) =>
-        err || response === undefined ? reject(err) : resolve(response),
+        err || response === undefined ? reject(err ?? new Error("LeaveRoom: no response")) : resolve(response),
       ),
     );
     assert.equal(left.success, true);

@@ -131,7 +131,7 @@ describe("the packed package, installed into an empty project", () => {
 
   function ready(): IntegrationEnv {
     if (env === undefined || startError !== undefined) {
-      throw startError ?? new Error("the package test did not set up");
+      throw startError instanceof Error ? startError : new Error("the package test did not set up", { cause: startError });
     }
     return env;
   }

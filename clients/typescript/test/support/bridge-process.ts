@@ -75,6 +75,7 @@ export class BridgeProcess {
       await proc.kill();
       throw new Error(
         `could not start the bridge with \`${python} -m bridge\` (${describeError(err)}).\n${PYTHON_HINT}\n${proc.describe()}`,
+        { cause: err },
       );
     }
   }

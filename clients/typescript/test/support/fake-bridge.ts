@@ -52,6 +52,7 @@ export class FakeBridge {
 
   static async start(port = 0): Promise<FakeBridge> {
     const server = new grpc.Server();
+    // eslint-disable-next-line prefer-const -- assigned once below, after the handlers that read it are built
     let bridge: FakeBridge | undefined;
     const self = (): FakeBridge => {
       if (bridge === undefined) {

@@ -82,6 +82,7 @@ export class RoomDriver {
       throw new Error(
         `could not start the LiveKit room driver with BRIDGE_PYTHON=${python} (${describeError(err)}).\n` +
           `${PYTHON_HINT}\n${proc.describe()}`,
+        { cause: err },
       );
     }
   }

@@ -1,3 +1,4 @@
+/* eslint-disable @typescript-eslint/no-floating-promises -- these tests call the legacy API as the cloud's old callers do: fire and forget */
 /**
  * The old client's API, called the way the cloud's LiveKitManager and SpeakerManager call it,
  * against a scripted in-process bridge: what goes on the wire and what the old callers get back.
@@ -27,6 +28,7 @@ class FakeUserSession {
     received: [] as Buffer[],
     failNext: false,
     // Async, like the cloud's: a rejection must not become an unhandled rejection.
+    // eslint-disable-next-line @typescript-eslint/require-await -- the throw below must reject, not throw
     processAudioData: async (pcm: Buffer): Promise<void> => {
       this.audioManager.received.push(Buffer.from(pcm));
       if (this.audioManager.failNext) {

@@ -143,6 +143,7 @@ describe("ReconnectingAudioStream", () => {
   test("failed re-joins are retried with growing delays until one succeeds", async () => {
     let failures = 3;
     const h = harness({
+      // eslint-disable-next-line @typescript-eslint/require-await -- a failure must reject, as the real rejoin's does
       rejoin: async () => {
         if (failures > 0) {
           failures -= 1;

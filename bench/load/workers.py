@@ -1,23 +1,15 @@
-"""Worker processes of bench/load.py: the simulated phones, and the bare-SDK floor.
+"""Worker processes of bench.load: the simulated phones, and the bare-SDK floor.
 
-    python bench/_load_workers.py phones     # N phones (real participants), started by load.py
-    python bench/_load_workers.py floor      # N plain rtc.Rooms with a timestamp-reading handler
+    python -m bench.load.workers phones     # N phones (real participants), started by bench.load
+    python -m bench.load.workers floor      # N plain rtc.Rooms with a timestamp-reading handler
 
 Both are plain asyncio and take JSON commands, one per line, on stdin; each command gets exactly one
-answer line on stdout, prefixed with ``@@ `` (anything else on stdout is ignored by load.py). load.py
-pins each worker to a core before it starts (see _benchlib.Children.spawn).
+answer line on stdout, prefixed with ``@@ `` (anything else on stdout is ignored by the driver). The
+driver pins each worker to a core before it starts (see bench.lib.Children.spawn).
 
-Packets (what a phone sends every 100 ms, lossy): ``bytes([counter % 256]) + pcm``, where ``pcm`` is
-3200 bytes (100 ms of 16 kHz mono s16le) whose first 16 bytes are ``HEADER``: the send time
-(``time.time_ns()``, CLOCK_REALTIME, which every process on the machine shares), the phone's index
-and its packet counter. The bridge strips the sequence byte and forwards ``pcm`` unchanged, so the
-cloud reads the same header at offset 0; the floor's handler reads it at offset 1.
-
-Talkback: once a second a publisher (the cloud through the bridge, or the floor directly) sends a
-100 ms 1 kHz tone burst; in ``continuous`` mode the other nine 100 ms chunks of each second are
-silence, in ``bursts`` mode nothing is sent between bursts. A listening phone records the wall time
-of every quiet -> tone onset it hears, and load.py matches each burst's send time to the first onset
-after it.
+The packets and the talkback schedule are bench.load.traffic's. A listening phone records the wall
+time of every quiet -> tone onset it hears, and bench.load.measure matches each burst's send time to
+the first onset after it.
 """
 
 from __future__ import annotations
@@ -25,25 +17,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import struct
 import sys
 import time
 import traceback
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from livekit import rtc
 
-HEADER = struct.Struct("<QII")
-"""send time (ns since the epoch), phone index, packet counter: the first bytes of every packet's PCM."""
-PCM_BYTES = 3200
-PERIOD_S = 0.1
-TONE_EVERY = 10
-"""One 100 ms tone burst every this many chunks (once a second)."""
+from bench.load.traffic import HEADER, PCM_BYTES, PERIOD_S, silence_chunk, talkback_slots, tone_chunk
+
 ONSET_THRESHOLD = 4000
 """Peak (of int16 full scale) above which a received 10 ms frame counts as tone."""
 QUIET_FRAMES_TO_REARM = 20
@@ -51,35 +38,6 @@ QUIET_FRAMES_TO_REARM = 20
 CONNECT_PARALLELISM = 4
 
 Reply = dict[str, Any]
-
-
-def tone_chunk(rate: int, freq: float = 1000.0, amplitude: float = 0.5) -> bytes:
-    """100 ms of a sine burst at ``rate`` (int16 mono bytes)."""
-    t = np.arange(rate // 10, dtype=np.float64) / rate
-    return (amplitude * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16).tobytes()
-
-
-def silence_chunk(rate: int) -> bytes:
-    return bytes(2 * (rate // 10))
-
-
-async def talkback_slots(start: float, mode: str, tone_ns: list[int]) -> AsyncIterator[bool]:
-    """The talkback schedule both sides follow (bridge via the cloud client, floor directly): every
-    100 ms from ``start`` (loop time) it yields whether to send the tone burst (once a second) or
-    silence; in ``bursts`` mode it skips the silent slots. Burst send times go into ``tone_ns``."""
-    loop = asyncio.get_running_loop()
-    counter = 0
-    while True:
-        delay = start + counter * PERIOD_S - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        is_tone = counter % TONE_EVERY == 0
-        counter += 1
-        if not is_tone and mode == "bursts":
-            continue  # nothing between bursts: the queue runs empty, as between utterances
-        if is_tone:
-            tone_ns.append(time.time_ns())
-        yield is_tone
 
 
 def _reply(message: Reply) -> None:

@@ -1,11 +1,11 @@
-"""The bare-SDK floor of bench/soak.py: the same session churn, on plain ``rtc.Room``s, no bridge.
+"""The bare-SDK floor of bench.soak: the same session churn, on plain ``rtc.Room``s, no bridge.
 
-    python bench/_soak_floor.py   # started by soak.py --floor; one JSON command on stdin
+    python -m bench.soak.floor   # started by bench.soak --floor; one JSON command on stdin
 
 Each of K slots repeats: connect a room (auto-subscribe, a data handler that reads the sequence
 byte), publish an audio track, capture 1 s of a 440 Hz tone in 100 ms frames in real time, hold
-1-3 s, disconnect. That is what a bridge session does with the SDK in soak.py's ``leave`` cycle,
-without gRPC, Trio, queues or playback. The phones are soak.py's own, in their rooms.
+1-3 s, disconnect. That is what a bridge session does with the SDK in bench.soak's ``leave`` cycle,
+without gRPC, Trio, queues or playback. The phones are bench.soak's own, in their rooms.
 
 Every ``sample_every_s`` it prints one ``@@ `` JSON line with RSS, the heap split (bridge.memory),
 live rooms and asyncio tasks; after the churn, the rooms are gone and ``gc.collect()`` has run, a
@@ -22,16 +22,12 @@ import os
 import random
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from livekit import rtc
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _benchlib import rss_mib
-
+from bench.lib import rss_mib
 from bridge.memory import heap_usage
 from bridge.testing.synth import tone
 

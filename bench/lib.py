@@ -1,10 +1,13 @@
-"""Helpers shared by bench/load.py and bench/soak.py (and tests/integration/test_soak.py).
+"""The bench library: what bench.load, bench.soak and the other benchmarks share.
 
 - processes: spawn children pinned to CPU cores that die with us (``prctl(PR_SET_PDEATHSIG)``), and
-  kill every one of them on exit, Ctrl-C and errors included;
-- /proc readings: a process's CPU seconds (all threads) and RSS;
+  kill every one of them on exit, Ctrl-C and errors included; the pinning itself (``pick_cores``);
+  bench modules run as children with ``python -m`` from the checkout (``module_argv``);
+- /proc readings: a process's CPU seconds (all threads), threads and RSS; the bridge's heap split
+  and callback backlog from its /metrics;
 - the bridge as a subprocess (``python -m bridge``) with a grpclib client and HealthCheck snapshots;
-- small statistics: percentiles and a least-squares slope.
+- small statistics: percentiles and a least-squares slope;
+- ``MediaFiles``: a loopback HTTP server for PlayAudio (whole files, or trickled at a given rate).
 
 Everything here is plain asyncio: grpclib and the livekit SDK speak asyncio natively, and a benchmark
 driver has no reason to pay for trio-asyncio.
@@ -14,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import os
 import signal
 import socket
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -31,19 +36,30 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge._gen.mentra.livekit.bridge import HealthCheckRequest, HealthCheckResponse, LiveKitBridgeStub
 
 __all__ = [
+    "HEAP_KINDS",
+    "REPO_ROOT",
     "BridgeProcess",
     "Children",
     "Health",
+    "MediaFiles",
     "cpu_seconds",
     "free_port",
     "least_squares_slope",
+    "load_average",
+    "module_argv",
     "percentiles",
     "pick_cores",
     "rss_mib",
+    "scrape_memory_and_backlog",
     "start_bridge",
+    "tail",
+    "thread_count",
 ]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""The checkout: children run from here, so ``python -m bench.…`` finds this package."""
 
 # Runs in the child before exec: pin to the given cores, die with the parent (PR_SET_PDEATHSIG = 1),
 # and give up if the parent already died between fork and prctl. Affinity and the death signal both
@@ -173,6 +189,12 @@ def least_squares_slope(xs: Sequence[float], ys: Sequence[float]) -> float | Non
     return float(slope)
 
 
+def module_argv(module: str, *args: str) -> list[str]:
+    """The command line of a bench module run as a child process (``Children.spawn`` runs it from
+    REPO_ROOT, where ``-m`` finds the ``bench`` package)."""
+    return [sys.executable, "-m", module, *args]
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -215,6 +237,7 @@ class Children:
                 stdout=asyncio.subprocess.PIPE if pipes else (log or asyncio.subprocess.DEVNULL),
                 stderr=log or asyncio.subprocess.DEVNULL,
                 env=dict(env) if env is not None else None,
+                cwd=REPO_ROOT,
                 # Own process group: Ctrl-C reaches only us, and we stop the children in order.
                 start_new_session=True,
                 limit=1 << 24,
@@ -418,3 +441,75 @@ async def start_bridge(
                 f"the bridge did not answer within {ready_timeout_s} s; log:\n{tail(log_path)}"
             )
         await asyncio.sleep(0.1)
+
+
+# --------------------------------------------------------------------------------------------
+# audio files for PlayAudio
+# --------------------------------------------------------------------------------------------
+
+
+class MediaFiles:
+    """A loopback HTTP server (in a thread) serving fixed files for PlayAudio: whole, or trickled at
+    ``bytes_per_s`` in 1/20 s pieces (a server producing audio as it goes). No keep-alive: every
+    fetch has its own connection, as the bridge makes them."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[bytes, int | None]] = {}
+        self._closing = threading.Event()
+        files, closing = self.files, self._closing
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:
+                entry = files.get(self.path)
+                if entry is None:
+                    self.send_error(404, "Not Found")
+                    return
+                data, rate = entry
+                self.send_response(200)
+                self.send_header("Connection", "close")
+                self.close_connection = True
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                try:
+                    if rate is None:
+                        self.wfile.write(data)
+                        return
+                    piece = max(1, rate // 20)
+                    for start in range(0, len(data), piece):
+                        self.wfile.write(data[start : start + piece])
+                        self.wfile.flush()
+                        if closing.wait(0.05):
+                            return
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the bridge hung up (a stop): expected
+
+        class QuietServer(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass
+
+        self._httpd = QuietServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def add(self, path: str, data: bytes, bytes_per_s: int | None = None) -> str:
+        self.files[path] = (data, bytes_per_s)
+        return self.base_url + path
+
+    def close(self) -> None:
+        self._closing.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(5)

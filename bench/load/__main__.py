@@ -1,0 +1,118 @@
+"""Load benchmark: N phones -> bridge -> cloud, next to the bare-SDK floor on the same phones.
+
+    python -m bench.load --sweep 1,5,10 --seconds 20 --talkback 0.25 --out bench/results/
+
+The sweep: for each N, bench.load.driver runs the point, bench.load.report prints its tables; at the
+end the tables of the whole sweep, the JSON, the PNG and the logs (see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from bench.lib import REPO_ROOT, Children, load_average, pick_cores
+from bench.load.driver import run_point
+from bench.load.report import add_marginal_rss, format_tables, plot, ratios, warnings_for
+from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
+
+
+async def run(args: argparse.Namespace, lk: LocalLiveKitServer, children: Children) -> int:
+    sweep = [int(x) for x in args.sweep.split(",") if x.strip()]
+    out = Path(args.out)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    logs = out / f"load-{stamp}-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    cores = pick_cores()
+    if cores is None:
+        print("WARNING: fewer than 2 usable cores: nothing is pinned, every figure is shared-core noise")
+    else:
+        # This process is the cloud client: it shares the load core with the phones.
+        os.sched_setaffinity(0, cores[1])
+        print(
+            f"bridge / floor pinned to core {sorted(cores[0])}; "
+            f"phones + cloud client to core {sorted(cores[1])}"
+        )
+    print(f"load average before: {load_average()}  (other work on the machine makes every figure noisier)")
+    points = []
+    assert lk.process is not None
+    watchdog = await children.watch(lk.process.pid, str(lk.log_path.parent))
+    try:
+        for n in sweep:
+            point = await run_point(n, args, lk, children, cores, logs)
+            point["ratios"] = ratios(point["bridge"], point["floor"])
+            point["warnings"] = warnings_for(point, cores is not None)
+            points.append(point)
+            print(format_tables(points[-1:]), flush=True)
+    finally:
+        await children.close()
+        await children.disarm(watchdog)
+    report = {
+        "args": vars(args),
+        "when": stamp,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "pinned": None if cores is None else {"bridge": sorted(cores[0]), "load": sorted(cores[1])},
+            "load_average_after": load_average(),
+            "python": platform.python_version(),
+        },
+        "points": points,
+    }
+    add_marginal_rss(points)
+    print("\n== summary ==" + format_tables(points))
+    json_path = out / f"load-{stamp}.json"
+    json_path.write_text(json.dumps(report, indent=1))
+    png_path = out / f"load-{stamp}.png"
+    print(f"\nJSON: {json_path}")
+    if plot(points, png_path):
+        print(f"PNG:  {png_path}")
+    print(f"logs: {logs}")
+    return 1 if any(not p["bridge"]["tasks_back_to_idle"] for p in points) else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.splitlines()[0])
+    parser.add_argument("--sweep", default="1,5,10", help="comma-separated session counts N")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measurement window per side and N")
+    parser.add_argument("--talkback", type=float, default=0.25, help="share of sessions streaming audio back")
+    parser.add_argument(
+        "--talkback-mode",
+        choices=("continuous", "bursts"),
+        default="continuous",
+        help="between the once-a-second tone bursts: 100 ms chunks of silence, or nothing",
+    )
+    parser.add_argument("--warmup", type=float, default=3.0, help="steady traffic before each window")
+    parser.add_argument("--settle", type=float, default=2.0, help="idle time before the idle readings")
+    parser.add_argument("--drain", type=float, default=1.5, help="wait for late packets after a window")
+    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results"))
+    args = parser.parse_args()
+    if not 0 <= args.talkback <= 1:
+        parser.error("--talkback is a share between 0 and 1")
+    if args.seconds <= 0 or args.seconds > 3600:
+        parser.error("--seconds must be in (0, 3600]")
+    sweep = [int(x) for x in args.sweep.split(",") if x.strip()]
+    if not sweep or min(sweep) < 1 or max(sweep) > 200:
+        parser.error("--sweep takes session counts between 1 and 200")
+
+    ensure_server_binary(log=lambda message: print(message, file=sys.stderr))
+    children = Children()
+    lk = LocalLiveKitServer()
+    try:
+        lk.start()  # before this process pins itself: the server's threads stay unpinned
+        return asyncio.run(run(args, lk, children))
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping every process", file=sys.stderr)
+        return 130
+    finally:
+        children.kill_all_now()
+        lk.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

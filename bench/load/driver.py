@@ -1,0 +1,299 @@
+"""What bench.load drives: the phones (a worker process), the cloud consumers (this process: JoinRoom,
+one StreamAudio per session, talkback on a share of them) and the order of one sweep point.
+
+For each N the phones connect (one room each) and send for the whole point; the bridge is started,
+measured idle, gets N sessions, a warm-up and a window of steady traffic, every session leaves and
+it is stopped; then the floor process (bench.load.workers floor) does the same on plain rtc.Rooms in
+the same rooms. What is measured and how is bench.load.measure's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpclib.const
+from grpclib.client import Channel
+
+from bench.lib import BridgeProcess, Children, module_argv, start_bridge, tail, thread_count
+from bench.load.measure import bridge_figures, floor_figures, measure_idle, measure_window
+from bench.load.traffic import HEADER, PERIOD_S, silence_chunk, talkback_slots, tone_chunk
+from bridge._gen.mentra.livekit.bridge import AudioChunk, JoinRoomRequest, LeaveRoomRequest
+from bridge.testing.devserver import LocalLiveKitServer
+
+STREAM_AUDIO = "/mentra.livekit.bridge.LiveKitBridge/StreamAudio"
+WORKERS = "bench.load.workers"
+
+
+# --------------------------------------------------------------------------------------------
+# workers (JSON lines over pipes)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Worker:
+    name: str
+    proc: asyncio.subprocess.Process
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def call(self, command: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write((json.dumps(command) + "\n").encode())
+        await self.proc.stdin.drain()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{self.name}: no answer to {command['cmd']} within {timeout_s} s")
+            line = await asyncio.wait_for(self.proc.stdout.readline(), remaining)
+            if not line:
+                raise RuntimeError(
+                    f"{self.name} exited ({self.proc.returncode}); log tail:\n{tail(self.log_path)}"
+                )
+            if line.startswith(b"@@ "):
+                reply: dict[str, Any] = json.loads(line[3:])
+                if "error" in reply:
+                    raise RuntimeError(f"{self.name}: {reply['error']}")
+                return reply
+
+
+async def spawn_worker(children: Children, role: str, cores: set[int] | None, log_path: Path) -> Worker:
+    proc = await children.spawn(module_argv(WORKERS, role), cores=cores, log_path=log_path, pipes=True)
+    return Worker(role, proc, log_path)
+
+
+# --------------------------------------------------------------------------------------------
+# the cloud client (in this process)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class CloudSession:
+    index: int
+    user_id: str
+    room: str
+    talkback: bool
+    records: list[tuple[int, int, int]] = field(default_factory=list)
+    """(send ns, receive ns, counter) of every chunk received."""
+    tone_ns: list[int] = field(default_factory=list)
+    first_audio: asyncio.Event = field(default_factory=asyncio.Event)
+    stream: Any = None
+    ended: str = ""
+
+    async def run(self, channel: Channel) -> None:
+        try:
+            async with channel.request(
+                STREAM_AUDIO, grpclib.const.Cardinality.STREAM_STREAM, AudioChunk, AudioChunk
+            ) as stream:
+                self.stream = stream
+                await stream.send_message(AudioChunk(user_id=self.user_id, sample_rate=16000, channels=1))
+                unpack = HEADER.unpack_from
+                while (message := await stream.recv_message()) is not None:
+                    now = time.time_ns()
+                    pcm = message.pcm_data
+                    if len(pcm) >= HEADER.size:
+                        sent_ns, _phone, counter = unpack(pcm, 0)
+                        self.records.append((sent_ns, now, counter))
+                    self.first_audio.set()
+                await stream.end()
+                await stream.recv_trailing_metadata()
+                self.ended = "OK"
+        except Exception as err:
+            self.ended = f"{type(err).__name__}: {err}"
+
+    async def talk(self, start: float, mode: str) -> None:
+        """Stream on track 0 in real time: a 100 ms 1 kHz burst once a second; in between 100 ms
+        chunks of silence (``continuous``) or nothing (``bursts``)."""
+        tone, silence = tone_chunk(16000), silence_chunk(16000)
+        async for is_tone in talkback_slots(start, mode, self.tone_ns):
+            await self.stream.send_message(
+                AudioChunk(pcm_data=tone if is_tone else silence, sample_rate=16000, channels=1, track_id=0)
+            )
+
+
+@dataclass
+class Point:
+    """Everything one N needs: names, tokens, the phones."""
+
+    n: int
+    rooms: list[str]
+    talkback: set[int]
+    livekit: LocalLiveKitServer
+    phones: Worker
+    children: Children
+    cores: tuple[set[int], set[int]] | None
+    args: argparse.Namespace
+    logs: Path
+
+    @property
+    def bridge_cores(self) -> set[int] | None:
+        return self.cores[0] if self.cores else None
+
+    def pids(self, measured: int) -> dict[str, int]:
+        pids = {"measured": measured, "phones": self.phones.pid, "cloud": os.getpid()}
+        if self.livekit.process is not None:
+            pids["server"] = self.livekit.process.pid
+        return pids
+
+
+# --------------------------------------------------------------------------------------------
+# one point: the bridge side, then the floor side, on the same phones
+# --------------------------------------------------------------------------------------------
+
+
+async def run_bridge_side(point: Point) -> dict[str, Any]:
+    args, n = point.args, point.n
+    bridge: BridgeProcess = await start_bridge(
+        point.children,
+        livekit_url=point.livekit.url,
+        log_path=point.logs / f"bridge-n{n}.log",
+        cores=point.bridge_cores,
+    )
+    sessions = [CloudSession(i, f"user-{i}", room, i in point.talkback) for i, room in enumerate(point.rooms)]
+    streams: list[asyncio.Task[None]] = []
+    talkers: list[asyncio.Task[None]] = []
+    try:
+        await asyncio.sleep(args.settle)
+        idle_health = await bridge.settled_health()
+        idle = await measure_idle(bridge.pid)
+
+        gate = asyncio.Semaphore(4)
+
+        async def join(session: CloudSession) -> None:
+            async with gate:
+                response = await bridge.stub.join_room(
+                    JoinRoomRequest(
+                        user_id=session.user_id,
+                        room_name=session.room,
+                        token=point.livekit.token(f"bridge-{session.index}", session.room),
+                        target_identity=f"phone-{session.index}",
+                    ),
+                    timeout=30,
+                )
+            if not response.success:
+                raise RuntimeError(f"JoinRoom {session.user_id} failed: {response.error}")
+
+        await asyncio.gather(*(join(s) for s in sessions))
+        loop = asyncio.get_running_loop()
+        streams = [loop.create_task(s.run(bridge.channel)) for s in sessions]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(s.first_audio.wait() for s in sessions)), 20)
+        silent = [s.user_id for s in sessions if not s.first_audio.is_set()]
+        if silent:
+            raise RuntimeError(f"no room audio reached the cloud within 20 s for {silent}")
+        base = loop.time() + 0.1
+        talking = [s for s in sessions if s.talkback]
+        for position, session in enumerate(talking):
+            start = base + PERIOD_S * position / max(1, len(talking))
+            talkers.append(loop.create_task(session.talk(start, args.talkback_mode)))
+        await asyncio.sleep(args.warmup)
+
+        window = await measure_window(args.seconds, point.pids(bridge.pid), bridge.pid)
+        at_n = await bridge.health()
+        threads = thread_count(bridge.pid)
+        await asyncio.sleep(args.drain)
+        generator = await point.phones.call(
+            {"cmd": "report", "t0": window.t0_ns, "t1": window.t1_ns, "onsets_until": time.time_ns()}, 30
+        )
+        for task in talkers:
+            task.cancel()
+        await asyncio.gather(*talkers, return_exceptions=True)
+
+        # Everybody leaves; the task counts must return to the idle ones exactly.
+        await asyncio.gather(
+            *(
+                bridge.stub.leave_room(LeaveRoomRequest(user_id=s.user_id, reason="bench done"))
+                for s in sessions
+            )
+        )
+        await asyncio.wait_for(asyncio.gather(*streams, return_exceptions=True), 15)
+        after = await bridge.wait_tasks(idle_health.tasks, timeout_s=10)
+    finally:
+        for task in [*talkers, *streams]:
+            task.cancel()
+        await asyncio.gather(*talkers, *streams, return_exceptions=True)
+        code = await bridge.stop()
+    return bridge_figures(n, window, idle, (idle_health, at_n, after), threads, sessions, generator, code)
+
+
+async def run_floor_side(point: Point) -> dict[str, Any]:
+    args, n = point.args, point.n
+    floor = await spawn_worker(point.children, "floor", point.bridge_cores, point.logs / f"floor-n{n}.log")
+    try:
+        idle_tasks = (await floor.call({"cmd": "hello"}, 60))["asyncio_tasks"]
+        await asyncio.sleep(args.settle)
+        idle = await measure_idle(floor.pid)
+        rooms = [
+            {
+                "index": i,
+                "room_name": room,
+                "identity": f"floor-{i}",
+                "token": point.livekit.token(f"floor-{i}", room),
+                "talkback": i in point.talkback,
+            }
+            for i, room in enumerate(point.rooms)
+        ]
+        await floor.call(
+            {"cmd": "connect", "url": point.livekit.url, "rooms": rooms, "talkback_mode": args.talkback_mode},
+            30 + 3 * n,
+        )
+        await asyncio.sleep(args.warmup)
+        window = await measure_window(args.seconds, point.pids(floor.pid), floor.pid)
+        threads = thread_count(floor.pid)
+        await asyncio.sleep(args.drain)
+        report = await floor.call({"cmd": "report", "t0": window.t0_ns, "t1": window.t1_ns}, 30)
+        generator = await point.phones.call(
+            {"cmd": "report", "t0": window.t0_ns, "t1": window.t1_ns, "onsets_until": time.time_ns()}, 30
+        )
+        await floor.call({"cmd": "quit"}, 30)
+    finally:
+        await point.children.stop(floor.proc, grace_s=5)
+    return floor_figures(n, window, idle, idle_tasks, threads, report, generator)
+
+
+async def run_point(
+    n: int, args: argparse.Namespace, lk: LocalLiveKitServer, children: Children, cores: Any, logs: Path
+) -> dict[str, Any]:
+    """The phones connect; the bridge side, then the floor side. Returns both sides' figures."""
+    run = uuid.uuid4().hex[:6]
+    rooms = [f"load-{run}-n{n}-{i}" for i in range(n)]
+    talkback = set(range(min(n, math.ceil(n * args.talkback))))
+    phones = await spawn_worker(children, "phones", cores[1] if cores else None, logs / f"phones-n{n}.log")
+    specs = [
+        {
+            "index": i,
+            "room_name": room,
+            "identity": f"phone-{i}",
+            "token": lk.token(f"phone-{i}", room),
+            "listen": i in talkback,
+        }
+        for i, room in enumerate(rooms)
+    ]
+    try:
+        connected = await phones.call({"cmd": "connect", "url": lk.url, "phones": specs}, 30 + 3 * n)
+        print(
+            f"  N={n}: {n} phones connected in {connected['connect_s']:.1f} s; measuring the bridge…",
+            flush=True,
+        )
+        point = Point(n, rooms, talkback, lk, phones, children, cores, args, logs)
+        bridge = await run_bridge_side(point)
+        print(f"  N={n}: measuring the floor (plain rtc.Room) on the same phones…", flush=True)
+        floor = await run_floor_side(point)
+        with contextlib.suppress(Exception):
+            await phones.call({"cmd": "quit"}, 30)
+    finally:
+        await children.stop(phones.proc, grace_s=5)
+    return {"n": n, "talkback_sessions": len(talkback), "bridge": bridge, "floor": floor}

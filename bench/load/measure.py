@@ -1,0 +1,221 @@
+"""What bench.load measures, and how: CPU, RSS, threads, task counts, latencies, onsets, losses.
+
+- CPU: process CPU seconds (utime + stime of every thread, /proc/<pid>/stat) over a window, in % of
+  one core, for the measured process, the phones, this process (the cloud client) and the server;
+- RSS: the measured process's VmRSS, idle and every second of the window;
+- tasks: the bridge's HealthCheck ``trio_tasks``/``asyncio_tasks`` idle, at N and after every
+  session left; the floor's live asyncio tasks idle and at N;
+- room -> cloud latency: receive wall time - the send time in each packet's header, for packets
+  sent inside the window; missing packets by counter against what the phones say they sent;
+- cloud -> room onsets: each tone burst's send time matched to the first onset the listening phone
+  heard after it (within ONSET_MATCH_S).
+
+The figures of one side of one point come out as a dict (``bridge_figures``/``floor_figures``), which
+bench.load.report prints and the JSON keeps; bench/README.md says what each number means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from bench.lib import Health, cpu_seconds, percentiles, rss_mib
+
+ONSET_MATCH_S = 0.9
+"""A tone burst is heard if an onset follows its send within this long (bursts are 1 s apart)."""
+
+
+@dataclass
+class Window:
+    t0_ns: int
+    t1_ns: int
+    seconds: float
+    cpu_pct: dict[str, float]
+    """% of one core over the window, per process name."""
+    rss_mib: list[float]
+    """RSS of the measured process, sampled each second."""
+
+
+@dataclass(frozen=True)
+class Idle:
+    """A process's readings before it has any session."""
+
+    rss_mib: float
+    cpu_pct: float
+    """% of one core over 2 s."""
+
+
+async def measure_idle(pid: int) -> Idle:
+    """RSS now, then CPU over the next 2 s."""
+    idle_rss = rss_mib(pid)
+    before = cpu_seconds(pid)
+    await asyncio.sleep(2.0)
+    return Idle(idle_rss, 100 * (cpu_seconds(pid) - before) / 2.0)
+
+
+async def measure_window(seconds: float, pids: dict[str, int], rss_pid: int) -> Window:
+    start_cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    start, t0 = time.monotonic(), time.time_ns()
+    samples = [rss_mib(rss_pid)]
+    end = start + seconds
+    while (remaining := end - time.monotonic()) > 0:
+        await asyncio.sleep(min(1.0, remaining))
+        samples.append(rss_mib(rss_pid))
+    elapsed, t1 = time.monotonic() - start, time.time_ns()
+    cpu = {name: 100 * (cpu_seconds(pid) - start_cpu[name]) / elapsed for name, pid in pids.items()}
+    return Window(t0, t1, elapsed, cpu, samples)
+
+
+def onset_delays(
+    tones: list[tuple[int, int]], onsets: list[tuple[int, int]]
+) -> tuple[list[float], int, dict[int, float]]:
+    """Match each (session, send ns) burst to the first onset heard after it in that session.
+
+    Returns the delays in ms, the number of bursts nobody heard within ONSET_MATCH_S, and each
+    session's median delay (a fixed offset per session shows up there, not in the spread).
+    """
+    by_session: dict[int, list[int]] = {}
+    for session, ns in onsets:
+        by_session.setdefault(session, []).append(ns)
+    for values in by_session.values():
+        values.sort()
+    delays, missed = [], 0
+    per_session: dict[int, list[float]] = {}
+    limit = int(ONSET_MATCH_S * 1e9)
+    for session, sent in tones:
+        heard = [ns for ns in by_session.get(session, []) if sent <= ns < sent + limit]
+        if heard:
+            delay = (heard[0] - sent) / 1e6
+            delays.append(delay)
+            per_session.setdefault(session, []).append(delay)
+        else:
+            missed += 1
+    medians = {session: float(np.median(values)) for session, values in sorted(per_session.items())}
+    return delays, missed, medians
+
+
+def missing_packets(sent: dict[str, int], received: dict[int, int]) -> int:
+    return sum(max(0, count - received.get(int(index), 0)) for index, count in sent.items())
+
+
+def load_of(window: Window, generator: dict[str, Any]) -> dict[str, Any]:
+    """How busy the generator side was: phones, cloud client and server CPU, the phones' send lag."""
+    return {
+        "phones_cpu_pct": window.cpu_pct["phones"],
+        "cloud_cpu_pct": window.cpu_pct["cloud"],
+        "server_cpu_pct": window.cpu_pct.get("server"),
+        "send_lag_ms": percentiles(generator["lag_ms"]),
+        "send_errors": generator["errors"],
+        "window_s": window.seconds,
+    }
+
+
+class CloudRecords(Protocol):
+    """What the cloud client recorded for one session (bench.load.driver.CloudSession)."""
+
+    index: int
+    records: list[tuple[int, int, int]]
+    tone_ns: list[int]
+    ended: str
+
+
+def bridge_figures(
+    n: int,
+    window: Window,
+    idle: Idle,
+    tasks: tuple[Health, Health, Health],
+    threads: int,
+    sessions: Sequence[CloudRecords],
+    generator: dict[str, Any],
+    exit_code: int,
+) -> dict[str, Any]:
+    """The bridge side of a point: ``tasks`` = HealthCheck idle, at N, after every session left;
+    ``generator`` = the phones' report (what they sent, their send lag, the onsets they heard)."""
+    idle_health, at_n, after = tasks
+    latencies, received = [], {}
+    for session in sessions:
+        counters = set()
+        for sent_ns, at_ns, counter in session.records:
+            if window.t0_ns <= sent_ns <= window.t1_ns:
+                latencies.append((at_ns - sent_ns) / 1e6)
+                counters.add(counter)
+        received[session.index] = len(counters)
+    tones = [(s.index, ns) for s in sessions for ns in s.tone_ns if window.t0_ns <= ns <= window.t1_ns]
+    onsets = [(i, ns) for i, who, ns in generator["onsets"] if who.startswith("bridge-")]
+    delays, missed, by_session = onset_delays(tones, onsets)
+    rss_n = window.rss_mib[-1]
+    return {
+        "cpu_pct": window.cpu_pct["measured"],
+        "cpu_pct_per_session": window.cpu_pct["measured"] / n,
+        "idle_cpu_pct": idle.cpu_pct,
+        "rss_idle_mib": idle.rss_mib,
+        "rss_mib": rss_n,
+        "rss_samples_mib": window.rss_mib,
+        "rss_per_session_mib": (rss_n - idle.rss_mib) / n,
+        "threads": threads,
+        "tasks_idle": {"trio": idle_health.trio_tasks, "asyncio": idle_health.asyncio_tasks},
+        "tasks_at_n": {"trio": at_n.trio_tasks, "asyncio": at_n.asyncio_tasks},
+        "tasks_per_session": {
+            "trio": (at_n.trio_tasks - idle_health.trio_tasks) / n,
+            "asyncio": (at_n.asyncio_tasks - idle_health.asyncio_tasks) / n,
+        },
+        "tasks_after_leave": {"trio": after.trio_tasks, "asyncio": after.asyncio_tasks},
+        "tasks_back_to_idle": after.tasks == idle_health.tasks,
+        "latency_ms": percentiles(latencies),
+        "onset_ms": percentiles(delays),
+        "onset_p50_by_session_ms": by_session,
+        "tones_sent": len(tones),
+        "tones_missed": missed,
+        "packets_sent": sum(generator["sent"].values()),
+        "packets_received": sum(received.values()),
+        "packets_missing": missing_packets(generator["sent"], received),
+        "queue_dropped_chunks": at_n.queue_dropped_chunks,
+        "packets_lost": at_n.packets_lost,
+        "streams_ended": sorted({s.ended for s in sessions}),
+        "exit_code": exit_code,
+        "load": load_of(window, generator),
+    }
+
+
+def floor_figures(
+    n: int,
+    window: Window,
+    idle: Idle,
+    idle_tasks: int,
+    threads: int,
+    report: dict[str, Any],
+    generator: dict[str, Any],
+) -> dict[str, Any]:
+    """The floor side of a point: ``report`` = the floor process's own (latencies, packets received,
+    tones sent, asyncio tasks at N); ``generator`` = the phones' report."""
+    received = {int(k): v for k, v in report["received"].items()}
+    onsets = [(i, ns) for i, who, ns in generator["onsets"] if who.startswith("floor-")]
+    delays, missed, by_session = onset_delays([(i, ns) for i, ns in report["tones"]], onsets)
+    rss_n = window.rss_mib[-1]
+    return {
+        "cpu_pct": window.cpu_pct["measured"],
+        "cpu_pct_per_session": window.cpu_pct["measured"] / n,
+        "idle_cpu_pct": idle.cpu_pct,
+        "rss_idle_mib": idle.rss_mib,
+        "rss_mib": rss_n,
+        "rss_samples_mib": window.rss_mib,
+        "rss_per_session_mib": (rss_n - idle.rss_mib) / n,
+        "threads": threads,
+        "tasks_idle": {"asyncio": idle_tasks},
+        "tasks_at_n": {"asyncio": report["asyncio_tasks"]},
+        "tasks_per_session": {"asyncio": (report["asyncio_tasks"] - idle_tasks) / n},
+        "latency_ms": percentiles(report["latency_ms"]),
+        "onset_ms": percentiles(delays),
+        "onset_p50_by_session_ms": by_session,
+        "tones_sent": len(report["tones"]),
+        "tones_missed": missed,
+        "packets_sent": sum(generator["sent"].values()),
+        "packets_received": sum(received.values()),
+        "packets_missing": missing_packets(generator["sent"], received),
+        "load": load_of(window, generator),
+    }
