@@ -109,6 +109,10 @@ class SessionRegistry:
             session.touch()
         return session
 
+    def find(self, user_id: str) -> BridgeSession | None:
+        """The user's session, closing or not (GetStatus reports a closing one as it ends)."""
+        return self._sessions.get(user_id)
+
     def tombstone(self, user_id: str) -> Tombstone | None:
         return self._tombstones.get(user_id)
 

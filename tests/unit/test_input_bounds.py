@@ -57,6 +57,15 @@ async def test_a_message_over_the_limit_is_refused_before_its_body_is_read() -> 
     assert stream.reads == [5]  # the 5-byte prefix only: nothing of the body was asked for
 
 
+async def test_a_moderately_oversized_message_is_read_and_dropped_in_pieces_then_refused() -> None:
+    # So the client can finish sending and read the status; never more than 64 KiB held at once.
+    stream = _FakeH2Stream(_framed(b"x" * 300_000), limit=100_000)
+    with pytest.raises(GRPCError) as caught:
+        await rpc_server._bounded_recv_message(stream, _Codec(), AudioChunk)
+    assert caught.value.status is Status.RESOURCE_EXHAUSTED
+    assert stream.reads[0] == 5 and max(stream.reads[1:]) <= 64 * 1024 and sum(stream.reads[1:]) == 300_000
+
+
 async def test_messages_within_the_limit_decode_and_compressed_ones_are_unimplemented() -> None:
     body = bytes(AudioChunk(pcm_data=b"\x01\x02" * 100, user_id="u"))
     stream = _FakeH2Stream(_framed(body), limit=1024)

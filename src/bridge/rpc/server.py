@@ -7,6 +7,11 @@
   (acknowledging flow control as it goes), so one call could make the process hold gigabytes. Here a
   message longer than ``BRIDGE_MAX_MESSAGE_BYTES`` ends its call with RESOURCE_EXHAUSTED before any of
   its body is read; a compressed message (which grpclib cannot decode) ends with UNIMPLEMENTED.
+- **Flow control.** grpclib's default inbound windows are 4 MiB per stream and per connection: a
+  cloud could run ~2 minutes of 16 kHz audio ahead of real time before backpressure reached it, and
+  one stream could fill the connection's whole window, stalling every other user's calls on that
+  connection. Each stream gets HTTP/2's minimum, 64 KiB (~2 s of 16 kHz mono), and the connection
+  16 MiB, so a stream that is not being read holds up only itself.
 - **Health watches.** ``grpc.health.v1.Health/Watch`` needs no token and lives until the caller
   leaves: at most ``BRIDGE_MAX_HEALTH_WATCHES`` run at once, the next one is RESOURCE_EXHAUSTED.
 
@@ -21,6 +26,7 @@ from collections.abc import Collection
 from typing import Any, TypeVar
 
 import grpclib.server
+from grpclib.config import Configuration
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.health.service import Health
@@ -48,8 +54,15 @@ class _Protocol(H2Protocol):
         self.connection.flush()
 
 
+_DISCARD_CHUNK_BYTES = 64 * 1024
+_DISCARD_UP_TO = 8
+"""An oversized message up to this many times the limit is read and dropped (64 KiB at a time, never
+held) before the call ends, so the client finishes sending and reads a RESOURCE_EXHAUSTED status;
+a larger one ends the call at once (the client sees the stream reset)."""
+
+
 async def _bounded_recv_message(stream: Any, codec: Any, message_type: type[T]) -> T | None:
-    """grpclib.stream.recv_message, refusing a message before buffering more than the limit."""
+    """grpclib.stream.recv_message, refusing a message without ever holding more than the limit."""
     meta = await stream.recv_data(5)
     if not meta:
         return None
@@ -58,6 +71,10 @@ async def _bounded_recv_message(stream: Any, codec: Any, message_type: type[T]) 
         raise GRPCError(Status.UNIMPLEMENTED, "compressed messages are not supported")
     limit = getattr(stream.connection, "max_message_bytes", _DEFAULT_MAX_MESSAGE_BYTES)
     if length > limit:
+        if length <= _DISCARD_UP_TO * limit:
+            left = length
+            while left and (piece := await stream.recv_data(min(left, _DISCARD_CHUNK_BYTES))):
+                left -= len(piece)
         raise GRPCError(
             Status.RESOURCE_EXHAUSTED, f"message of {length} bytes is larger than the limit of {limit} bytes"
         )
@@ -72,11 +89,18 @@ async def _bounded_recv_message(stream: Any, codec: Any, message_type: type[T]) 
 grpclib.server.recv_message = _bounded_recv_message  # type: ignore[attr-defined]
 
 
+STREAM_WINDOW_BYTES = 64 * 1024
+CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024
+
+
 class BridgeServer(Server):
     def __init__(
         self, handlers: Collection[Any], *, max_streams_per_connection: int, max_message_bytes: int
     ) -> None:
-        super().__init__(handlers)
+        windows = Configuration(
+            http2_stream_window_size=STREAM_WINDOW_BYTES, http2_connection_window_size=CONNECTION_WINDOW_BYTES
+        )
+        super().__init__(handlers, config=windows)
         self._protocol_class = type(
             "BridgeH2Protocol",
             (_Protocol,),

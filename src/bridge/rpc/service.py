@@ -37,6 +37,7 @@ from .._gen.mentra.livekit.bridge import (
     StopAudioRequest,
     StopAudioResponse,
 )
+from ..clock import now_ms
 from ..errors import BridgeError, SessionNotFoundError
 from ..metrics import RpcTimer
 from ..playback import ErrorCode
@@ -239,29 +240,28 @@ class LiveKitBridgeService:
     async def get_status(self, stream: Stream[BridgeStatusRequest, BridgeStatusResponse]) -> None:
         request: BridgeStatusRequest = await self._request(stream)
         user_id = self._requests.user_id(request.user_id)
-        try:
-            session = self._registry.get(user_id, touch=False)
-        except SessionNotFoundError as err:
+        session = self._registry.find(user_id)
+        if session is None:  # ended (or never seen): what the last session left behind
             tombstone = self._registry.tombstone(user_id)
             if tombstone is None:
-                raise grpc_error(err) from None
-            await stream.send_message(
-                BridgeStatusResponse(
-                    connected=False,
-                    last_disconnect_at=tombstone.at_ms,
-                    last_disconnect_reason=tombstone.reason,
-                    server_version=VERSION,
-                )
+                raise grpc_error(SessionNotFoundError(user_id))
+            reply = BridgeStatusResponse(
+                connected=False, last_disconnect_at=tombstone.at_ms, last_disconnect_reason=tombstone.reason
             )
-            return
-        status = session.status
-        await stream.send_message(
-            BridgeStatusResponse(
+        elif session.closing:  # ending now: its own reason, not an older session's tombstone
+            reply = BridgeStatusResponse(
+                connected=False,
+                last_disconnect_at=session.status.last_disconnect_at_ms or now_ms(),
+                last_disconnect_reason=session.close_detail or "session closing",
+            )
+        else:
+            status = session.status
+            reply = BridgeStatusResponse(
                 connected=status.connected,
                 participant_id=session.room.participant_id,
                 participant_count=session.room.participant_count,
                 last_disconnect_at=status.last_disconnect_at_ms,
                 last_disconnect_reason=status.last_disconnect_reason,
-                server_version=VERSION,
             )
-        )
+        reply.server_version = VERSION
+        await stream.send_message(reply)
