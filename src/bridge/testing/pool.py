@@ -19,6 +19,7 @@ packets a user's phone sent that never reached the cloud (``mic_gaps``).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import math
@@ -228,9 +229,7 @@ def render_haproxy_config(template: str, bridges: Sequence[Bridge]) -> str:
     begin, end = template.index(SERVERS_BEGIN), template.index(SERVERS_END)
     begin = template.rindex("\n", 0, begin) + 1
     end = template.index("\n", end) + 1
-    servers = "".join(
-        f"    server {b.name} {b.address} check port {b.metrics_port}\n" for b in bridges
-    )
+    servers = "".join(f"    server {b.name} {b.address} check port {b.metrics_port}\n" for b in bridges)
     return template[:begin] + servers + template[end:]
 
 
@@ -413,16 +412,12 @@ class Gap:
     duplicates: int
 
 
-def mic_gaps(
-    received: dict[str, Any], phones: dict[str, Any], window: tuple[float, float]
-) -> dict[str, Gap]:
-    """Per user, over the packets its phone sent in ``window`` (epoch seconds, as the phones'
-    ``start`` + counter × interval)."""
+def mic_gaps(received: dict[str, Any], sent: dict[str, Any]) -> dict[str, Gap]:
+    """Per user, over the packets its phone sent in a window (``sent``: the phones' answer to
+    ``{"cmd": "sent", "window": [t0, t1]}``, the first and last counter sent in it)."""
     out = {}
-    for user, phone in phones.items():
-        start, sent = float(phone["start"]), int(phone["sent"])
-        first = max(0, math.ceil((window[0] - start) / PACKET_INTERVAL_S))
-        last = min(sent - 1, math.floor((window[1] - start) / PACKET_INTERVAL_S))
+    for user, span in sent.items():
+        first, last = int(span["first"]), int(span["last"])
         counters = [int(c) for c, _ in received[user]["received"]]
         seen = set(counters)
         duplicates = len(counters) - len(seen)
@@ -499,13 +494,13 @@ class Pool:
             json.dumps(
                 {
                     "url": self.livekit.url,
-                    "phones": [
-                        {"identity": u, "token": self.livekit.token(u, rooms[u])} for u in self.users
-                    ],
+                    "phones": [{"identity": u, "token": self.livekit.token(u, rooms[u])} for u in self.users],
                 }
             )
         )
-        self.phones = JsonLineProcess([sys.executable, "-m", "bridge.testing.pool", "phones", str(phones_config)])
+        self.phones = JsonLineProcess(
+            [sys.executable, "-m", "bridge.testing.pool", "phones", str(phones_config)]
+        )
         self._stack.callback(self.phones.close)
         cloud_config = workdir / "cloud.json"
         cloud_config.write_text(
@@ -538,9 +533,11 @@ class Pool:
         return asyncio.run(_holders(self.bridges, self.users))
 
     def gaps(self, window: tuple[float, float]) -> dict[str, Gap]:
+        """Mic gaps of the packets sent in ``window`` (epoch seconds, as the phones sent them); leave
+        a second after its end for the packets still in flight."""
+        sent = self.phones.request("sent", window=list(window))["phones"]
         received = self.cloud.request("received")["users"]
-        phones = self.phones.request("stats")["phones"]
-        return mic_gaps(received, phones, window)
+        return mic_gaps(received, sent)
 
     def participants(self) -> dict[str, list[str]]:
         """Room -> identities of the participants in it, from the LiveKit server's API."""
@@ -601,7 +598,7 @@ async def _run_phones(config: dict[str, Any]) -> None:
 
     phones = config["phones"]
     rooms: list[rtc.Room] = []
-    stats: dict[str, dict[str, float]] = {}
+    times: dict[str, list[float]] = {}  # per phone: when each counter was sent (epoch s)
     sem = asyncio.Semaphore(8)
 
     async def join(phone: dict[str, str]) -> rtc.Room:
@@ -614,22 +611,23 @@ async def _run_phones(config: dict[str, Any]) -> None:
     filler = bytes(PACKET_BYTES - 8)
 
     async def send(index: int, room: rtc.Room, identity: str) -> None:
-        # Phones spread over the period; each on a fixed schedule, so counter n left at start + n × interval.
+        # Phones spread over the period, each on a fixed schedule: counter n is due at start + n * interval.
         start = time.time() + index * PACKET_INTERVAL_S / len(phones) + 0.5
-        stats[identity] = {"start": start, "sent": 0}
+        sent = times[identity] = []
         n = 0
         while True:
             delay = start + n * PACKET_INTERVAL_S - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             packet = bytes([n % 256]) + struct.pack("<II", index, n) + filler
+            sent.append(time.time())
             with contextlib.suppress(Exception):
                 await room.local_participant.publish_data(packet, reliable=True)
             n += 1
-            stats[identity]["sent"] = n
 
     senders = [
-        asyncio.create_task(send(i, room, p["identity"])) for i, (room, p) in enumerate(zip(rooms, phones, strict=True))
+        asyncio.create_task(send(i, room, p["identity"]))
+        for i, (room, p) in enumerate(zip(rooms, phones, strict=True))
     ]
     emit({"event": "ready"})
     loop = asyncio.get_running_loop()
@@ -638,8 +636,13 @@ async def _run_phones(config: dict[str, Any]) -> None:
     try:
         while line := await reader.readline():
             request = json.loads(line)
-            if request.get("cmd") == "stats":
-                emit({"id": request.get("id"), "ok": True, "phones": stats})
+            if request.get("cmd") == "sent":
+                t0, t1 = request["window"]
+                spans = {}
+                for identity, sent_at in times.items():
+                    first, last = bisect.bisect_left(sent_at, t0), bisect.bisect_right(sent_at, t1) - 1
+                    spans[identity] = {"first": first, "last": last}
+                emit({"id": request.get("id"), "ok": True, "phones": spans})
             else:
                 emit({"id": request.get("id"), "ok": False, "error": f"unknown command {request.get('cmd')}"})
     finally:

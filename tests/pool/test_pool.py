@@ -1,0 +1,170 @@
+"""Routing a pool (issue #13 items 5 and 6): three bridges behind HAProxy running
+deploy/haproxy/haproxy.cfg, the real LiveKit server, 30 phones sending numbered mic packets and the
+TypeScript client as the cloud (one LiveKitGrpcClient per user, all through the proxy).
+
+The tests of the first pool run in order, as stages of one scenario (starting 30 users costs ~10 s):
+spread -> SIGKILL of one bridge -> rolling SIGTERM restart of all three -> no orphans, no leaks.
+Mic gaps are measured at the cloud from the packets' counters (bridge.testing.pool.mic_gaps): the
+longest run of consecutive packets a user's phone sent that never reached the cloud.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bridge.testing.pool import Gap, Pool, balance_bound
+
+USERS = 30
+BRIDGES = 3
+KILL_GAP_LIMIT_MS = 2000
+ROLLING_P99_LIMIT_MS = 1000
+
+
+def summary(gaps: dict[str, Gap], users: list[str]) -> str:
+    longest = [gaps[u].longest_ms for u in users]
+    if not longest:
+        return "no users"
+    p50, p99 = np.percentile(longest, [50, 99])
+    missing = sum(gaps[u].missing for u in users)
+    dups = sum(gaps[u].duplicates for u in users)
+    return (
+        f"{len(users)} users: gap p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {max(longest):.0f} ms; "
+        f"{missing} packets missing, {dups} duplicates"
+    )
+
+
+def task_counts(pool: Pool) -> dict[str, tuple[int, int]]:
+    out = {}
+    for bridge in pool.bridges:
+        metrics = bridge.metrics()
+        out[bridge.name] = (
+            int(metrics['livekit_bridge_tasks{side="trio"}']),
+            int(metrics['livekit_bridge_tasks{side="asyncio"}']),
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[Pool]:
+    started = time.monotonic()
+    with Pool(bridges_n=BRIDGES, users_n=USERS) as running:
+        running.baseline = task_counts(running)  # type: ignore[attr-defined]
+        joined = running.connect()
+        assert joined["failed"] == {}, joined
+        print(
+            f"pool up and {USERS} users joined in {time.monotonic() - started:.1f} s "
+            f"(joins: {joined['ms']} ms)"
+        )
+        time.sleep(2)
+        yield running
+
+
+def wait_all_held(pool: Pool, timeout_s: float = 15.0) -> dict[str, list[str]]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        holders = pool.holders()
+        if all(len(h) == 1 for h in holders.values()) or time.monotonic() > deadline:
+            return holders
+        time.sleep(0.25)
+
+
+def test_users_spread_within_the_balance_factor(pool: Pool) -> None:
+    sessions = pool.sessions()
+    bound = balance_bound(pool.proxy.template, USERS, BRIDGES)
+    print(f"sessions per bridge: {sessions} (bound: {bound}, hash-balance-factor of the shipped config)")
+    assert sum(sessions.values()) == USERS
+    assert max(sessions.values()) <= bound
+    holders = pool.holders()
+    assert all(len(h) == 1 for h in holders.values()), holders
+    sticky = pool.proxy.sticky()
+    assert {u: h[0] for u, h in holders.items()} == {u: sticky[u] for u in holders}, (
+        "the stick table says where each session is"
+    )
+    now = time.time()
+    gaps = pool.gaps((now - 2.0, now - 1.0))
+    assert all(g.missing == 0 for g in gaps.values()), gaps
+
+
+def test_sigkill_of_one_bridge(pool: Pool) -> None:
+    before = pool.holders()
+    victim = pool.bridges[0]
+    moved = sorted(u for u, h in before.items() if h == [victim.name])
+    stayed = sorted(u for u in before if u not in moved)
+    assert moved, "the killed bridge held sessions"
+    killed_at = time.time()
+    victim.kill()
+    time.sleep(5)
+    gaps = pool.gaps((killed_at - 1.0, time.time() - 1.0))
+    print(f"SIGKILL {victim.name}: moved {summary(gaps, moved)}")
+    print(f"SIGKILL {victim.name}: others {summary(gaps, stayed)}")
+    worst = {u: gaps[u].longest_ms for u in moved if gaps[u].longest_ms > KILL_GAP_LIMIT_MS}
+    assert not worst, f"mic audio did not flow again within {KILL_GAP_LIMIT_MS} ms: {worst}"
+    assert all(gaps[u].missing == 0 for u in stayed), {u: gaps[u] for u in stayed if gaps[u].missing}
+    holders = wait_all_held(pool)
+    assert all(len(h) == 1 and h[0] != victim.name for h in holders.values()), holders
+    victim.start()
+    pool.proxy.wait_servers({b.name for b in pool.bridges})
+
+
+def test_rolling_sigterm_restart(pool: Pool) -> None:
+    started = time.time()
+    for bridge in pool.bridges:
+        held = bridge.sessions()
+        took = bridge.terminate()
+        bridge.start()
+        pool.proxy.wait_servers({b.name for b in pool.bridges})
+        print(f"{bridge.name}: drained {held} sessions and exited in {took:.2f} s; back in the ring")
+    time.sleep(3)
+    gaps = pool.gaps((started - 1.0, time.time() - 1.0))
+    print(f"rolling restart: {summary(gaps, pool.users)}")
+    longest = [gaps[u].longest_ms for u in pool.users]
+    p99 = float(np.percentile(longest, 99))
+    worst = sorted(((gaps[u].longest_ms, u) for u in pool.users), reverse=True)[:5]
+    assert p99 <= ROLLING_P99_LIMIT_MS, f"mic gap p99 {p99:.0f} ms; worst {worst}"
+
+
+def test_no_participant_without_a_session_and_no_leaked_tasks(pool: Pool) -> None:
+    holders = wait_all_held(pool)
+    assert all(len(h) == 1 for h in holders.values()), holders
+    rooms = pool.participants()
+    expected = {f"room-{u}": sorted([u, f"bridge-{u}"]) for u in pool.users}
+    assert {r: rooms.get(r) for r in expected} == expected
+    status: dict[str, Any] = pool.cloud.request("status")["users"]
+    assert all(s.get("connected") for s in status.values()), status
+
+    pool.cloud.request("dispose", timeout_s=60)
+    baseline: dict[str, tuple[int, int]] = pool.baseline  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 15
+    while True:
+        counts = task_counts(pool)
+        if counts == baseline or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    print(f"tasks (trio, asyncio) per bridge after every user left: {counts}; idle at start: {baseline}")
+    assert pool.sessions() == {b.name: 0 for b in pool.bridges}
+    assert counts == baseline
+    rooms = pool.participants()
+    assert all(not any(p.startswith("bridge-") for p in members) for members in rooms.values()), rooms
+
+
+def test_a_full_bridge_gets_no_new_joins() -> None:
+    with Pool(bridges_n=3, users_n=12, per_bridge_env={0: {"BRIDGE_MAX_SESSIONS": "2"}}) as pool:
+        joined = pool.connect()
+        sessions = pool.sessions()
+        print(f"b0 full at 2 sessions: {sessions}; 12 joins took {joined['ms']} ms")
+        assert joined["failed"] == {}, joined
+        assert sessions["b0"] <= 2
+        assert sum(sessions.values()) == 12
+        assert pool.bridges[0].readyz() == 503
+        assert "b0" not in pool.proxy.servers_up()
+        time.sleep(3)
+        now = time.time()
+        gaps = pool.gaps((now - 2.5, now - 1.5))
+        assert all(g.missing == 0 for g in gaps.values()), {
+            u: (g, pool.holders()[u]) for u, g in gaps.items() if g.missing
+        }
