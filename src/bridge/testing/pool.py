@@ -445,6 +445,8 @@ class Pool:
 
     bridges_n: int = 3
     users_n: int = 30
+    spare_n: int = 0
+    """Bridges in the proxy's config but not started (scale-up: ``bridges[i].start()`` later)."""
     bridge_env: dict[str, str] = field(default_factory=dict)
     per_bridge_env: dict[int, dict[str, str]] = field(default_factory=dict)
     node: str = "node"
@@ -475,13 +477,14 @@ class Pool:
         workdir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="bridge-pool-")))
         ensure_server_binary()
         self.livekit = self._stack.enter_context(LocalLiveKitServer())
-        for i in range(self.bridges_n):
+        for i in range(self.bridges_n + self.spare_n):
             env = {**self.bridge_env, **self.per_bridge_env.get(i, {})}
             bridge = Bridge(f"b{i}", self.livekit.url, env)
             self.bridges.append(bridge)
             self._stack.callback(bridge.close)
-            bridge.start(wait=False)
-        for bridge in self.bridges:
+            if i < self.bridges_n:
+                bridge.start(wait=False)
+        for bridge in self.bridges[: self.bridges_n]:
             bridge.wait_ready()
         self.proxy = Haproxy(self.bridges, workdir)
         self._stack.callback(self.proxy.close)
@@ -524,6 +527,9 @@ class Pool:
 
     def connect(self) -> dict[str, Any]:
         return self.cloud.request("connect", timeout_s=120)
+
+    def running(self) -> set[str]:
+        return {b.name for b in self.bridges if b.running}
 
     def sessions(self) -> dict[str, int]:
         return {b.name: b.sessions() for b in self.bridges if b.running}
