@@ -152,6 +152,43 @@ def test_no_participant_without_a_session_and_no_leaked_tasks(pool: Pool) -> Non
     assert all(not any(p.startswith("bridge-") for p in members) for members in rooms.values()), rooms
 
 
+def test_users_the_ring_moves_rejoin_make_before_break() -> None:
+    """A bridge added while the proxy lost its stick table (a restart without `peers`): each user's
+    next call goes by the hash; those now hashed elsewhere get NOT_FOUND, re-join there with their
+    stream still open, and the call succeeds."""
+    with Pool(bridges_n=2, users_n=10, spare_n=1) as pool:
+        joined = pool.connect()
+        assert joined["failed"] == {}, joined
+        spare = pool.bridges[2]
+        spare.start()
+        pool.proxy.wait_servers(pool.running())
+        time.sleep(1)
+        before = pool.holders()
+        started = time.time()
+        pool.proxy.command("clear table bridges")
+        status: dict[str, Any] = pool.cloud.request("status")["users"]
+        time.sleep(3)
+        after = wait_all_held(pool)
+        moved = sorted(u for u in pool.users if after[u] != before[u])
+        received = pool.cloud.request("received")["users"]
+        # Re-joined (NOT_FOUND, then JoinRoom): the moved users, and any whose JoinRoom landed on
+        # the bridge it already was on (bounded load may pick it again).
+        rejoined = sorted(u for u, v in received.items() if v["counters"]["handovers"])
+        untouched = [u for u in pool.users if u not in rejoined]
+        gaps = pool.gaps((started - 1.0, time.time() - 1.5))
+        print(f"ring move: {len(moved)} of {len(pool.users)} users moved, {len(rejoined)} re-joined")
+        print(f"ring move: re-joined {summary(gaps, rejoined)}")
+        print(f"ring move: untouched {summary(gaps, untouched)}")
+        assert all(s.get("connected") for s in status.values()), status
+        assert moved, "the new bridge took some users"
+        assert set(moved) <= set(rejoined)
+        assert all(len(h) == 1 for h in after.values()), after
+        rooms = pool.participants()
+        assert all(sorted(rooms[f"room-{u}"]) == sorted([u, f"bridge-{u}"]) for u in pool.users), rooms
+        assert all(gaps[u].missing == 0 for u in untouched), {u: gaps[u] for u in untouched}
+        assert max(gaps[u].longest_ms for u in rejoined) <= KILL_GAP_LIMIT_MS
+
+
 def test_a_full_bridge_gets_no_new_joins() -> None:
     with Pool(bridges_n=3, users_n=12, per_bridge_env={0: {"BRIDGE_MAX_SESSIONS": "2"}}) as pool:
         joined = pool.connect()
