@@ -205,3 +205,10 @@ def test_a_full_bridge_gets_no_new_joins() -> None:
         assert all(g.missing == 0 for g in gaps.values()), {
             u: (g, pool.holders()[u]) for u, g in gaps.items() if g.missing
         }
+        # Calls of the full bridge's users still reach it while it is out of the ring (option
+        # persist): GetStatus finds each session where it is, nobody is moved.
+        status: dict[str, Any] = pool.cloud.request("status")["users"]
+        assert all(s.get("connected") for s in status.values()), status
+        received = pool.cloud.request("received")["users"]
+        assert {u: v["counters"]["handovers"] for u, v in received.items()} == dict.fromkeys(pool.users, 0)
+        assert "b0" not in pool.proxy.servers_up()

@@ -169,8 +169,8 @@ function sameParams(a: SessionParams, b: SessionParams): boolean {
 }
 
 /** JoinRoom attempts when a bridge refuses because it is full or draining (see join()). */
-const JOIN_ATTEMPTS = 5;
-const JOIN_RETRY_MS = 200;
+const JOIN_ATTEMPTS = 10;
+const JOIN_RETRY_MS = 100;
 
 /** Clients dropped without dispose(): their channel lease and availability listener are released. */
 const abandoned = new FinalizationRegistry<() => void>((release) => release());
@@ -874,7 +874,7 @@ export class LiveKitGrpcClient {
 
   /**
    * JoinRoom; a refusal that another bridge would not give is tried again, up to JOIN_ATTEMPTS
-   * times JOIN_RETRY_MS apart: RESOURCE_EXHAUSTED (that bridge is full) and UNAVAILABLE "draining".
+   * times JOIN_RETRY_MS apart (1 s in all): RESOURCE_EXHAUSTED (that bridge is full) and UNAVAILABLE "draining".
    * Behind a proxy the next attempt goes to another bridge once the proxy's health check has seen
    * the refusing one leave the ring (every 250 ms in deploy/haproxy/haproxy.cfg).
    */

@@ -126,6 +126,11 @@ export function isTakeover(end: StreamEnd): boolean {
   );
 }
 
+/** The bridge ended the call because it drains: UNAVAILABLE "bridge draining: join again ..." (see `hand_over`). */
+export function isDrainEnd(end: StreamEnd): boolean {
+  return end.code === 14 && /\bdraining\b/.test(end.details);
+}
+
 function ignoreError(): void {
   // A retired call may still report CANCELLED; nobody needs it, but an 'error' without a listener
   // would crash the process.
@@ -409,7 +414,10 @@ export class ReconnectingAudioStream {
   private scheduleRetry(end: StreamEnd | undefined, error: string | undefined): void {
     this.clearRetry();
     const generation = this.generation;
-    const delay = this.backoff.next();
+    // A draining bridge asks for the re-join (its session is handed over and gone): no reason to
+    // wait, and the first attempt counts for the backoff all the same. Every other end waits.
+    const backoffDelay = this.backoff.next();
+    const delay = end !== undefined && isDrainEnd(end) && this.backoff.attempts <= 1 ? 0 : backoffDelay;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
       void this.retry(generation);
