@@ -10,6 +10,7 @@ longest run of consecutive packets a user's phone sent that never reached the cl
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -36,6 +37,23 @@ def summary(gaps: dict[str, Gap], users: list[str]) -> str:
         f"{len(users)} users: gap p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {max(longest):.0f} ms; "
         f"{missing} packets missing, {dups} duplicates"
     )
+
+
+def rejoin_times_ms(pool: Pool, since: float) -> list[float]:
+    """How long each re-join after ``since`` took at the cloud: from the stream's end ("reconnecting")
+    to the new stream ("open"), i.e. backoff + JoinRoom (a LiveKit room connect on the new bridge)."""
+    out = []
+    for user in pool.cloud.request("received")["users"].values():
+        ended = None
+        for state, at_ms, _ in user["states"]:
+            if at_ms / 1000 < since:
+                continue
+            if state == "reconnecting" and ended is None:
+                ended = at_ms
+            elif state == "open" and ended is not None:
+                out.append(at_ms - ended)
+                ended = None
+    return out
 
 
 def task_counts(pool: Pool) -> dict[str, tuple[int, int]]:
@@ -122,10 +140,21 @@ def test_rolling_sigterm_restart(pool: Pool) -> None:
     time.sleep(3)
     gaps = pool.gaps((started - 1.0, time.time() - 1.0))
     print(f"rolling restart: {summary(gaps, pool.users)}")
+    rejoins = rejoin_times_ms(pool, started)
+    took = (
+        f"{len(rejoins)} re-joins took p50 {np.percentile(rejoins, 50):.0f} ms, max {max(rejoins):.0f} ms"
+        if rejoins
+        else ""
+    )
+    print(f"rolling restart: {took} (stream end to new stream, at the cloud)")
     longest = [gaps[u].longest_ms for u in pool.users]
     p99 = float(np.percentile(longest, 99))
     worst = sorted(((gaps[u].longest_ms, u) for u in pool.users), reverse=True)[:5]
-    assert p99 <= ROLLING_P99_LIMIT_MS, f"mic gap p99 {p99:.0f} ms; worst {worst}"
+    # Not loosened: on a quiet 2-core machine p99 was 942 ms; under other jobs' load (load average
+    # 6-10) the re-joins' LiveKit connects take seconds and p99 exceeds 1 s (see docs/design/deploy.md).
+    assert p99 <= ROLLING_P99_LIMIT_MS, (
+        f"mic gap p99 {p99:.0f} ms; worst {worst}; {took}; load {os.getloadavg()}"
+    )
 
 
 def test_no_participant_without_a_session_and_no_leaked_tasks(pool: Pool) -> None:
