@@ -234,6 +234,7 @@ export class ReconnectingAudioStream {
       return;
     }
     this.stop();
+    this.handover = undefined;
     this.suspended = true;
     this.setState({ state: "unavailable", retryInMs, error, attempts: this.backoff.attempts });
   }
@@ -280,6 +281,7 @@ export class ReconnectingAudioStream {
   /** close(), for good. */
   dispose(): void {
     this.suspended = false;
+    this.handover = undefined;
     this.stop();
     if (this.stateValue !== "closed") {
       this.setState({ state: "closed", attempts: 0 });
