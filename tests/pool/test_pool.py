@@ -10,6 +10,7 @@ longest run of consecutive packets a user's phone sent that never reached the cl
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -104,8 +105,8 @@ def test_users_spread_within_the_balance_factor(pool: Pool) -> None:
         "the stick table says where each session is"
     )
     now = time.time()
-    gaps = pool.gaps((now - 2.0, now - 1.0))
-    assert all(g.missing == 0 for g in gaps.values()), gaps
+    gaps = pool.gaps((now - 2.5, now - 1.5))
+    assert all(g.missing == 0 for g in gaps.values()), {u: g for u, g in gaps.items() if g.missing}
 
 
 def test_sigkill_of_one_bridge(pool: Pool) -> None:
@@ -214,14 +215,21 @@ def test_users_the_ring_moves_rejoin_make_before_break() -> None:
         print(f"ring move: {len(moved)} of {len(pool.users)} users moved, {len(rejoined)} re-joined")
         print(f"ring move: re-joined {summary(gaps, rejoined)}")
         print(f"ring move: untouched {summary(gaps, untouched)}")
-        assert all(s.get("connected") for s in status.values()), status
+        bad = [
+            u for u in pool.users if not status[u].get("connected") or gaps[u].longest_ms > KILL_GAP_LIMIT_MS
+        ]
+        details = {
+            u: (status[u], before[u], after[u], gaps[u], received[u]["counters"], received[u]["states"][-6:])
+            for u in bad
+        }
+        logs = {b.name: b.describe() for b in pool.bridges}
+        assert bad == [], f"{details}\n{json.dumps(logs, indent=1)}"
         assert moved, "the new bridge took some users"
         assert set(moved) <= set(rejoined)
         assert all(len(h) == 1 for h in after.values()), after
         rooms = pool.participants()
         assert all(sorted(rooms[f"room-{u}"]) == sorted([u, f"bridge-{u}"]) for u in pool.users), rooms
         assert all(gaps[u].missing == 0 for u in untouched), {u: gaps[u] for u in untouched}
-        assert max(gaps[u].longest_ms for u in rejoined) <= KILL_GAP_LIMIT_MS
 
 
 def test_a_full_bridge_gets_no_new_joins() -> None:
