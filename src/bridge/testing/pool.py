@@ -315,6 +315,16 @@ class Haproxy:
     def describe(self) -> str:
         return self.tail.text() if self.tail is not None else "not started"
 
+    def stop_checks(self) -> None:
+        """Stops the health checks (each one is a short-lived task in a bridge's metrics server, which
+        a task count taken at the same moment would include)."""
+        for bridge in self.bridges:
+            self.command(f"disable health bridges/{bridge.name}")
+
+    def start_checks(self) -> None:
+        for bridge in self.bridges:
+            self.command(f"enable health bridges/{bridge.name}")
+
     def sticky(self) -> dict[str, str]:
         """The stick table: user id -> server name."""
         by_id = {}
