@@ -252,3 +252,36 @@ def deploy(session: nox.Session) -> None:
                 "BRIDGE_DEPLOY_INSTALL_DIR": install_dir,
             },
         )
+
+
+# --- Routing a pool: bridges behind HAProxy (deploy/haproxy, docs/design/deploy.md) ---------------
+
+
+@nox.session(python=PYTHON)
+def pool(session: nox.Session) -> None:
+    """Three bridge processes behind HAProxy running deploy/haproxy/haproxy.cfg, the real LiveKit server,
+    30 phones and the TypeScript client as the cloud (tests/pool): spread, SIGKILL, rolling SIGTERM
+    restart, a full bridge. Needs haproxy (Debian: apt-get install haproxy) and Node."""
+    import shutil
+
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not os.access(haproxy, os.X_OK):
+        session.error("haproxy is not installed (Debian: apt-get update && apt-get install -y haproxy)")
+    session.run(haproxy, "-v", external=True)
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "bridge.testing.devserver", "build")
+    with session.chdir("clients/typescript"):
+        session.run("npm", "ci", "--no-audit", "--no-fund", external=True)
+        session.run("npm", "run", "build", external=True)
+    session.run(
+        # Its own ini: these tests run bridges as processes behind a proxy (the suite's conftest and
+        # trio settings stay out).
+        "pytest",
+        "-c",
+        "tests/pool/pytest.ini",
+        "--confcutdir",
+        "tests/pool",
+        "tests/pool",
+        *session.posargs,
+        env={"BRIDGE_POOL_TESTS": "1"},
+    )

@@ -32,6 +32,7 @@ import {
 import { describeError, type Logger, silentLogger } from "./logger";
 import { AudioPacer, type AudioPacerOptions } from "./pacer";
 import { failedEvent, type Playback, type PlayAudioListener, type PlayAudioParams, startPlayback } from "./playback";
+import { routingMetadata } from "./routing";
 import { SerialQueue } from "./serial";
 import { type AudioStreamState, ReconnectingAudioStream, type StateChange, type StreamCounters } from "./stream";
 
@@ -167,6 +168,10 @@ function sameParams(a: SessionParams, b: SessionParams): boolean {
   );
 }
 
+/** JoinRoom attempts when a bridge refuses because it is full or draining (see join()). */
+const JOIN_ATTEMPTS = 10;
+const JOIN_RETRY_MS = 100;
+
 /** Clients dropped without dispose(): their channel lease and availability listener are released. */
 const abandoned = new FinalizationRegistry<() => void>((release) => release());
 
@@ -200,6 +205,8 @@ export class LiveKitGrpcClient {
   /** connect() calls under way, and the latest one (a duplicate of it shares its promise). */
   private connectsInFlight = 0;
   private pendingConnect: { params: SessionParams; promise: Promise<JoinResult> } | undefined;
+  /** The make-before-break re-join under way (see moved()). */
+  private moving: Promise<boolean> | undefined;
   private disposing: Promise<void> | undefined;
 
   /** The options API: see LiveKitGrpcClientOptions. */
@@ -249,7 +256,7 @@ export class LiveKitGrpcClient {
     });
     const reconnect = options.reconnect ?? {};
     const streamOptions = {
-      openCall: () => this.lease.stub.streamAudio(),
+      openCall: (userId: string) => this.lease.stub.streamAudio(routingMetadata(userId)),
       rejoin: (isCurrent: () => boolean) => this.backgroundRejoin(isCurrent),
       onAudio: (chunk: { pcm_data: Buffer }) => this.pacer.push(chunk.pcm_data),
       // Someone else joined as this user: the session is theirs now; forget it (a later
@@ -426,17 +433,45 @@ export class LiveKitGrpcClient {
       listener(event);
       return Promise.resolve(event);
     }
+    return this.startPlayAudio(userId, params, listener, true);
+  }
+
+  /**
+   * One PlayAudio call. With `mayRetry`, a NOT_FOUND before any event (the session is not on the
+   * bridge the proxy sent the call to: it moved) is not reported: the client re-joins, then plays
+   * once more, and reports that attempt's events.
+   */
+  private startPlayAudio(userId: string, params: PlayAudioParams, listener: PlayAudioListener, mayRetry: boolean): Promise<PlayAudioEvent> {
     const context = { stub: this.lease.stub, userId, eventTypes: this.channel.eventTypes, logger: this.logger };
+    let delivered = false;
+    const isMove = (event: PlayAudioEvent): boolean =>
+      mayRetry && !delivered && event.type === "FAILED" && event.grpcCode === grpc.status.NOT_FOUND && this.joinedUserId === userId;
+    const attemptListener: PlayAudioListener = (event) => {
+      if (isMove(event)) {
+        return; // held back: moved() decides whether it is reported
+      }
+      delivered = true;
+      listener(event);
+    };
     let playback: Playback;
     try {
-      playback = startPlayback(context, params, listener);
+      playback = startPlayback(context, params, attemptListener);
     } catch (err) {
       // grpc-js throws at once on a closed channel; the promise still only resolves.
       return this.failLocally(params.requestId, `PlayAudio failed: ${describeError(err)}`, grpc.status.UNAVAILABLE, listener);
     }
     this.playbacks.add(playback);
-    void playback.done.then(() => this.playbacks.delete(playback));
-    return playback.done;
+    return playback.done.then(async (event) => {
+      this.playbacks.delete(playback);
+      if (!isMove(event)) {
+        return event;
+      }
+      if (!this.disposed && (await this.moved(userId, "PlayAudio"))) {
+        return this.startPlayAudio(userId, params, listener, false);
+      }
+      listener(event);
+      return event;
+    });
   }
 
   /** The old name of playAudio(). */
@@ -497,6 +532,13 @@ export class LiveKitGrpcClient {
     if (params.trackId !== undefined) {
       request.track_id = params.trackId;
     }
+    // NOT_FOUND for the session this client holds: it moved (see moved()); re-join, then once more.
+    return this.callStopAudio(request, userId).then(async (result) =>
+      result.grpcCode === grpc.status.NOT_FOUND && (await this.moved(userId, "StopAudio")) ? this.callStopAudio(request, userId) : result,
+    );
+  }
+
+  private callStopAudio(request: StopAudioRequest, userId: string): Promise<StopAudioResult> {
     return new Promise((resolve) => {
       const onReply: grpc.requestCallback<StopAudioResponse__Output> = (err, response) => {
         if (err || response === undefined) {
@@ -515,7 +557,7 @@ export class LiveKitGrpcClient {
         resolve(result);
       };
       try {
-        this.lease.stub.stopAudio(request, this.callOptions(), onReply);
+        this.lease.stub.stopAudio(request, routingMetadata(userId), this.callOptions(), onReply);
       } catch (err) {
         resolve({ success: false, error: `StopAudio failed: ${describeError(err)}`, grpcCode: grpc.status.UNAVAILABLE });
       }
@@ -547,8 +589,22 @@ export class LiveKitGrpcClient {
         ? Promise.resolve(this.fallbackStatus("bridge_unavailable", err.message, grpc.status.UNAVAILABLE))
         : Promise.reject(err);
     }
+    return this.callGetStatus(userId, true);
+  }
+
+  private callGetStatus(userId: string, mayRetry: boolean): Promise<SessionStatus> {
     return new Promise((resolve, reject) => {
       const fail = (err: Error, code: number | undefined): void => {
+        if (mayRetry && code === grpc.status.NOT_FOUND && this.joinedUserId === userId) {
+          // The session this client holds is not where the proxy sent the call: it moved.
+          void this.moved(userId, "GetStatus").then((rejoined) =>
+            rejoined ? this.callGetStatus(userId, false).then(resolve, reject) : finish(err, code),
+          );
+          return;
+        }
+        finish(err, code);
+      };
+      const finish = (err: Error, code: number | undefined): void => {
         if (this.legacy) {
           this.logger.error({ userId, error: describeError(err) }, "GetStatus failed");
           resolve(this.fallbackStatus("rpc_error", describeError(err), code));
@@ -559,7 +615,7 @@ export class LiveKitGrpcClient {
       try {
         // No waitForReady here (nor in StopAudio): while the channel reconnects they answer UNAVAILABLE
         // at once; a bridge that just restarted has no session to stop or report anyway.
-        this.lease.stub.getStatus({ user_id: userId }, this.callOptions(), (err, response) => {
+        this.lease.stub.getStatus({ user_id: userId }, routingMetadata(userId), this.callOptions(), (err, response) => {
           if (err || response === undefined) {
             fail(err ?? new Error("GetStatus returned no response"), err?.code);
             return;
@@ -730,11 +786,6 @@ export class LiveKitGrpcClient {
     this.stream.resume();
   }
 
-  private waitingMetadata(): grpc.Metadata {
-    // grpc-js takes waitForReady as a metadata option.
-    return new grpc.Metadata({ waitForReady: true });
-  }
-
   private assertUsable(): void {
     if (this.disposing !== undefined) {
       throw new ClientDisposedError();
@@ -772,13 +823,80 @@ export class LiveKitGrpcClient {
     });
   }
 
+  /**
+   * A call answered NOT_FOUND for the session this client holds. Behind a proxy that means the
+   * session is not where the proxy sends this user now: its bridge is gone (killed, drained), or the
+   * proxy's ring moved the user. Re-joins with the current parameters (JoinRoom goes wherever the
+   * proxy sends it now), make-before-break: the current audio stream stays open until the new one
+   * replaces it (LiveKit disconnects the older participant of the same identity, which ends the old
+   * session). Resolves true once the session is back, false when this client holds no session for
+   * `userId` or the re-join failed (the stream then recovers as usual). Concurrent callers share one
+   * re-join; each caller retries its call once at most.
+   */
+  private moved(userId: string, call: string): Promise<boolean> {
+    if (this.disposed || this.params?.userId !== userId) {
+      return Promise.resolve(false);
+    }
+    if (this.moving === undefined) {
+      this.logger.warn({ userId, call }, "session not found where the call went: re-joining (moved)");
+      const moving = this.serial
+        .run(async () => {
+          const params = this.params;
+          if (params === undefined || params.userId !== userId || this.disposed) {
+            return false;
+          }
+          this.stream.beginHandover();
+          try {
+            await this.join(params, undefined);
+          } catch (err) {
+            this.stream.abortHandover(describeError(err));
+            this.logger.warn({ userId, error: describeError(err) }, "re-joining a moved session failed");
+            return false;
+          }
+          this.stream.open(userId);
+          this.logger.info({ userId }, "moved session re-joined; audio stream replaced");
+          return true;
+        })
+        .finally(() => {
+          if (this.moving === moving) {
+            this.moving = undefined;
+          }
+        });
+      this.moving = moving;
+    }
+    return this.moving;
+  }
+
   private cancelRejoin(): void {
     this.rejoinCall?.cancel();
     this.rejoinCall = undefined;
   }
 
-  /** JoinRoom. `track` is given for background re-joins (cancelled by connect()). */
-  private join(params: SessionParams, track: ((call: grpc.ClientUnaryCall) => void) | undefined): Promise<JoinResult> {
+  /**
+   * JoinRoom; a refusal that another bridge would not give is tried again, up to JOIN_ATTEMPTS
+   * times JOIN_RETRY_MS apart (1 s in all): RESOURCE_EXHAUSTED (that bridge is full) and UNAVAILABLE "draining".
+   * Behind a proxy the next attempt goes to another bridge once the proxy's health check has seen
+   * the refusing one leave the ring (every 250 ms in deploy/haproxy/haproxy.cfg).
+   */
+  private async join(params: SessionParams, track: ((call: grpc.ClientUnaryCall) => void) | undefined): Promise<JoinResult> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.joinOnce(params, track);
+      } catch (err) {
+        const retryable =
+          err instanceof JoinRoomError &&
+          (err.grpcCode === grpc.status.RESOURCE_EXHAUSTED || (err.grpcCode === grpc.status.UNAVAILABLE && /draining/.test(err.message)));
+        if (!retryable || attempt >= JOIN_ATTEMPTS || this.disposed) {
+          throw err;
+        }
+        this.logger.info({ userId: params.userId, attempt, error: err.message }, "JoinRoom refused by a full or draining bridge; trying again");
+        await new Promise((resolve) => setTimeout(resolve, JOIN_RETRY_MS));
+      }
+    }
+  }
+
+  /** One JoinRoom call. `track` is given for background re-joins (cancelled by connect()). */
+  private joinOnce(params: SessionParams, track: ((call: grpc.ClientUnaryCall) => void) | undefined): Promise<JoinResult> {
     const request: JoinRoomRequest = {
       user_id: params.userId,
       room_name: params.roomName,
@@ -789,7 +907,7 @@ export class LiveKitGrpcClient {
     // waitForReady: a JoinRoom made while the channel reconnects (a bridge restart) waits for it
     // (within its deadline) instead of failing at once; if the bridge stays away,
     // availabilityChanged() cancels it.
-    const metadata = this.waitingMetadata();
+    const metadata = routingMetadata(params.userId, true);
     const options: grpc.CallOptions = { deadline: Date.now() + this.joinTimeoutMs };
     // The bridge redacts tokens from its errors; this is a second line of defence, because these
     // messages end up in the cloud's logs.
@@ -840,7 +958,7 @@ export class LiveKitGrpcClient {
         resolve();
       };
       try {
-        this.lease.stub.leaveRoom({ user_id: userId, reason }, this.callOptions(), onReply);
+        this.lease.stub.leaveRoom({ user_id: userId, reason }, routingMetadata(userId), this.callOptions(), onReply);
       } catch (err) {
         this.joinedUserId = undefined;
         this.logger.warn({ userId, error: describeError(err) }, "LeaveRoom failed");

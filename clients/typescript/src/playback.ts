@@ -8,12 +8,13 @@
  * forget it, so a rejection nobody handles would crash the process (Node's default). Whether it
  * played is in the event's `type`.
  */
-import { Metadata, status as Status, type StatusObject } from "@grpc/grpc-js";
+import { status as Status, type StatusObject } from "@grpc/grpc-js";
 import { isTerminal, type PlayAudioEvent, type PlayAudioEventType, type RawPlayAudioEvent, toPlayAudioEvent } from "./events";
 import type { LiveKitBridgeClient } from "./generated/mentra/livekit/bridge/LiveKitBridge";
 import type { PlayAudioRequest } from "./generated/mentra/livekit/bridge/PlayAudioRequest";
 import { describeError, type Logger } from "./logger";
 import type { EnumNames } from "./proto";
+import { routingMetadata } from "./routing";
 
 export interface PlayAudioParams {
   requestId: string;
@@ -84,7 +85,8 @@ export function startPlayback(context: PlaybackContext, params: PlayAudioParams,
   const { logger } = context;
   // waitForReady: right after a bridge restart the call waits for the channel's reconnect (< 1 s)
   // instead of failing; a bridge that stays away is handled by BridgeAvailability, which fails it.
-  const call = context.stub.playAudio(playAudioRequest(context.userId, params), new Metadata({ waitForReady: true }));
+  // x-user-id: a proxy in front of a pool routes the call to the bridge holding the session.
+  const call = context.stub.playAudio(playAudioRequest(context.userId, params), routingMetadata(context.userId, true));
   let resolveDone: (event: PlayAudioEvent) => void = () => undefined;
   const done = new Promise<PlayAudioEvent>((resolve) => {
     resolveDone = resolve;

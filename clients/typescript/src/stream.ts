@@ -82,11 +82,17 @@ export interface StreamCounters {
   rejectedInvalid: number;
   /** Calls ended because another caller took the session over (not re-joined). */
   takeovers: number;
+  /**
+   * Make-before-break re-joins: a call answered NOT_FOUND for the session this client holds (behind
+   * a proxy: the session's bridge is gone or the proxy sends the user elsewhere now), so the client
+   * joined where the proxy sends it, then replaced the stream.
+   */
+  handovers: number;
 }
 
 export interface ReconnectingAudioStreamOptions {
-  /** Starts a new StreamAudio call. */
-  openCall: () => AudioCall;
+  /** Starts a new StreamAudio call for `userId`'s session. */
+  openCall: (userId: string) => AudioCall;
   /**
    * Re-joins the room with the current parameters; rejects when that fails. `isCurrent()` turns
    * false once the attempt is obsolete (close() or a newer open()), so it can give up early.
@@ -118,6 +124,11 @@ export function isTakeover(end: StreamEnd): boolean {
     end.endReason !== undefined &&
     (end.endReason.startsWith("session replaced") || end.endReason.startsWith("superseded by a newer StreamAudio call"))
   );
+}
+
+/** The bridge ended the call because it drains: UNAVAILABLE "bridge draining: join again ..." (see `hand_over`). */
+export function isDrainEnd(end: StreamEnd): boolean {
+  return end.code === 14 && /\bdraining\b/.test(end.details);
 }
 
 function ignoreError(): void {
@@ -159,6 +170,7 @@ export class ReconnectingAudioStream {
     droppedBackpressure: 0,
     rejectedInvalid: 0,
     takeovers: 0,
+    handovers: 0,
   };
   private generation = 0;
   private active: ActiveCall | undefined;
@@ -166,6 +178,12 @@ export class ReconnectingAudioStream {
   private stateValue: AudioStreamState = "idle";
   /** Waiting for resume(): the bridge is unreachable. */
   private suspended = false;
+  /**
+   * A make-before-break re-join is under way (beginHandover): the current call stays open meanwhile,
+   * and its end (the old bridge's session ended by LiveKit when the new one joined) is noted here
+   * instead of starting a reconnect; open() then replaces the call.
+   */
+  private handover: { ended: StreamEnd | undefined } | undefined;
   private userId = "";
 
   constructor(private readonly options: ReconnectingAudioStreamOptions) {
@@ -201,6 +219,7 @@ export class ReconnectingAudioStream {
     }
     this.stop();
     this.suspended = false;
+    this.handover = undefined;
     this.userId = userId;
     this.backoff.reset();
     this.startCall();
@@ -215,6 +234,7 @@ export class ReconnectingAudioStream {
       return;
     }
     this.stop();
+    this.handover = undefined;
     this.suspended = true;
     this.setState({ state: "unavailable", retryInMs, error, attempts: this.backoff.attempts });
   }
@@ -229,9 +249,29 @@ export class ReconnectingAudioStream {
     this.scheduleRetry(undefined, undefined);
   }
 
+  /**
+   * The caller starts re-joining while this stream's call is still open (make-before-break: the
+   * session moved to another bridge). Until open() or abortHandover(), the end of the current call
+   * does not start a reconnect.
+   */
+  beginHandover(): void {
+    this.handover = { ended: undefined };
+    this.stats.handovers += 1;
+  }
+
+  /** The handover's re-join failed: if the old call ended meanwhile, reconnect as usual; else keep it. */
+  abortHandover(error: string): void {
+    const handover = this.handover;
+    this.handover = undefined;
+    if (handover?.ended !== undefined && this.active === undefined && this.stateValue === "reconnecting") {
+      this.scheduleRetry(handover.ended, error);
+    }
+  }
+
   /** Ends the call (the caller then leaves the room) and stops reconnecting. The stream can be opened again. */
   close(): void {
     this.suspended = false;
+    this.handover = undefined;
     this.stop();
     if (this.stateValue !== "closed" && this.stateValue !== "idle") {
       this.setState({ state: "idle", attempts: 0 });
@@ -241,6 +281,7 @@ export class ReconnectingAudioStream {
   /** close(), for good. */
   dispose(): void {
     this.suspended = false;
+    this.handover = undefined;
     this.stop();
     if (this.stateValue !== "closed") {
       this.setState({ state: "closed", attempts: 0 });
@@ -298,7 +339,7 @@ export class ReconnectingAudioStream {
 
   private startCall(): void {
     const generation = ++this.generation;
-    const call = this.options.openCall();
+    const call = this.options.openCall(this.userId);
     const onData = (chunk: AudioChunk__Output): void => {
       if (generation !== this.generation) {
         return;
@@ -348,6 +389,14 @@ export class ReconnectingAudioStream {
     if (reason !== undefined) {
       end.endReason = reason;
     }
+    if (this.handover !== undefined) {
+      // Our own re-join elsewhere ended it (LiveKit let the new participant replace the old one):
+      // open() follows, or abortHandover() if the re-join fails.
+      this.handover.ended = end;
+      this.logger.info({ code: end.code, details: end.details }, "audio stream ended during a handover");
+      this.setState({ state: "reconnecting", end, attempts: this.backoff.attempts });
+      return;
+    }
     if (isTakeover(end)) {
       // Re-joining would take the session back from whoever took it, who would do the same: a loop.
       this.stats.takeovers += 1;
@@ -367,7 +416,10 @@ export class ReconnectingAudioStream {
   private scheduleRetry(end: StreamEnd | undefined, error: string | undefined): void {
     this.clearRetry();
     const generation = this.generation;
-    const delay = this.backoff.next();
+    // A draining bridge asks for the re-join (its session is handed over and gone): no reason to
+    // wait, and the first attempt counts for the backoff all the same. Every other end waits.
+    const backoffDelay = this.backoff.next();
+    const delay = end !== undefined && isDrainEnd(end) && this.backoff.attempts <= 1 ? 0 : backoffDelay;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
       void this.retry(generation);

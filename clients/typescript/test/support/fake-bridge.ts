@@ -23,9 +23,12 @@ export class FakeBridge {
   readonly stops: StopAudioRequest__Output[] = [];
   readonly plays: PlayAudioRequest__Output[] = [];
   readonly streams: StreamCall[] = [];
+  /** [method, x-user-id metadata] of every call, in order (what a pool's proxy routes on). */
+  readonly routed: [string, string | undefined][] = [];
   /** First message of each StreamAudio call, in order. */
   readonly firstMessages: AudioChunk__Output[] = [];
-  joinReply: (request: JoinRoomRequest__Output) => JoinRoomResponse = () => ({
+  /** JoinRoom's answer: a response, or an error the call fails with. */
+  joinReply: (request: JoinRoomRequest__Output) => JoinRoomResponse | grpc.ServiceError = () => ({
     success: true,
     participant_id: "PA_fake",
     participant_count: 2,
@@ -60,16 +63,28 @@ export class FakeBridge {
       }
       return bridge;
     };
+    const route = (method: string, call: { metadata: grpc.Metadata }): void => {
+      const value = call.metadata.get("x-user-id")[0];
+      self().routed.push([method, value === undefined ? undefined : String(value)]);
+    };
     const handlers: LiveKitBridgeHandlers = {
       JoinRoom: (call, callback) => {
+        route("JoinRoom", call);
         self().joins.push(call.request);
-        callback(null, self().joinReply(call.request));
+        const reply = self().joinReply(call.request);
+        if ("code" in reply) {
+          callback(reply);
+        } else {
+          callback(null, reply);
+        }
       },
       LeaveRoom: (call, callback) => {
+        route("LeaveRoom", call);
         self().leaves.push(call.request);
         callback(null, { success: true });
       },
       StreamAudio: (call) => {
+        route("StreamAudio", call);
         call.once("data", (first: AudioChunk__Output) => {
           self().firstMessages.push(first);
           self().streams.push(call);
@@ -77,15 +92,18 @@ export class FakeBridge {
         call.on("error", () => undefined);
       },
       PlayAudio: (call) => {
+        route("PlayAudio", call);
         self().plays.push(call.request);
         self().play(call);
       },
       StopAudio: (call, callback) => {
+        route("StopAudio", call);
         self().stops.push(call.request);
         callback(null, { success: true, stopped_request_id: call.request.request_id });
       },
       HealthCheck: (_call, callback) => callback(null, { status: "SERVING" }),
       GetStatus: (call, callback) => {
+        route("GetStatus", call);
         const reply = self().statusReply(call.request.user_id);
         if ("code" in reply) {
           callback(reply);
