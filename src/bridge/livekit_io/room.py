@@ -24,12 +24,28 @@ from ..errors import RoomConnectError
 from ..redact import redact
 from .ffi_filter import narrow_to_own_events
 
-__all__ = ["RoomEvent", "RoomLink", "RoomPort", "open_event_channel"]
+__all__ = ["RoomEvent", "RoomLink", "RoomPort", "open_event_channel", "rtc_configuration"]
 
 log = logging.getLogger(__name__)
 
 _SDK_CONNECT_ATTEMPTS = 3  # livekit 1.2.1's native connect logs "retrying... (1/3)"
 _SDK_RETRY_SLACK_S = 2.0  # room for its back-off between attempts
+
+
+def rtc_configuration() -> rtc.RtcConfiguration:
+    """The WebRTC configuration of every room the bridge joins: ICE candidates gathered once.
+
+    With the SDK's default (``GATHER_CONTINUALLY``) a peer connection keeps gathering, and every new
+    room in the process made the rooms already there open more UDP and listening TCP sockets: a
+    session held 31 descriptors among 6 sessions and 45 among 11, so the total grew with the square
+    of the sessions. Gathered once, a session holds 3 at any count (the signal WebSocket and one UDP
+    socket per local address). An ICE restart (the SDK's reconnect) gathers anew. ICE servers stay
+    the ones the LiveKit server sends (an empty list means those). ``tests/integration/
+    test_descriptors.py`` holds a session to ``capacity.FDS_PER_SESSION``; the numbers are in
+    docs/design/lessons.md.
+    """
+    return rtc.RtcConfiguration(continual_gathering_policy=rtc.ContinualGatheringPolicy.GATHER_ONCE)
+
 
 DataHandler = Callable[[bytes, str], None]
 """Called with (payload, sender identity) for every data packet from a remote participant."""
@@ -159,7 +175,11 @@ class RoomLink:
         self._room = room
         # The SDK makes up to _SDK_CONNECT_ATTEMPTS attempts, each bounded by connect_timeout:
         # split our budget between them so its own connect ends near ``timeout_s`` too.
-        options = rtc.RoomOptions(auto_subscribe=True, connect_timeout=timeout_s / _SDK_CONNECT_ATTEMPTS)
+        options = rtc.RoomOptions(
+            auto_subscribe=True,
+            connect_timeout=timeout_s / _SDK_CONNECT_ATTEMPTS,
+            rtc_config=rtc_configuration(),
+        )
         connecting = asyncio.ensure_future(room.connect(url, token, options))
         self._connecting, self._connect_timeout_s = connecting, timeout_s
         try:
