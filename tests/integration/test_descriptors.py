@@ -7,8 +7,10 @@ bridge publishes a track), and the phone's microphone packets flowing to the clo
 
 The first session is opened before the baseline: the SDK's native runtime (its event loops,
 eventfds and sockets, ~10 descriptors kept for the life of the process) starts with the first room,
-and is the process's cost, not a session's. Then ``N`` more sessions join and the count is read once
-it has stopped changing. ``capacity.FDS_PER_SESSION`` is the sizing rule that must hold.
+and is the process's cost, not a session's. Then ``N`` more sessions join at once (a burst: rooms that
+connect together can each gather ICE candidates again, see ``livekit_io.room.rtc_configuration``) and
+the count is read once it has stopped changing. ``capacity.FDS_PER_SESSION`` is the sizing rule that
+must hold.
 """
 
 from __future__ import annotations
@@ -291,7 +293,14 @@ async def test_a_session_holds_at_most_fds_per_session_descriptors(
             baseline = await settled_fds(bridge.pid)
             baseline_kinds = fds_by_kind(bridge.pid)
 
-            sessions = [await open_session(nursery, bridge, livekit_server, i) for i in range(1, N + 1)]
+            sessions: list[Session] = []
+
+            async def add(index: int) -> None:
+                sessions.append(await open_session(nursery, bridge, livekit_server, index))
+
+            async with trio.open_nursery() as joins:  # at once, as after another bridge's drain
+                for index in range(1, N + 1):
+                    joins.start_soon(add, index)
             for session in sessions:
                 await carries_audio_both_ways(session)
             await trio.sleep(MIN_WAIT_S)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 
 _SDK_CONNECT_ATTEMPTS = 3  # livekit 1.2.1's native connect logs "retrying... (1/3)"
 _SDK_RETRY_SLACK_S = 2.0  # room for its back-off between attempts
+CONNECT_TURN_WAIT_S = 2.0
+"""How long a room connect waits for the one before it to end (rooms connect one at a time, see
+``rtc_configuration``); after that it connects alongside: a burst costs descriptors, not joins."""
 
 
 def rtc_configuration() -> rtc.RtcConfiguration:
@@ -43,8 +47,24 @@ def rtc_configuration() -> rtc.RtcConfiguration:
     the ones the LiveKit server sends (an empty list means those). ``tests/integration/
     test_descriptors.py`` holds a session to ``capacity.FDS_PER_SESSION``; the numbers are in
     docs/design/lessons.md.
+
+    Gathering once is not enough on its own: a connection still gathering when another room's
+    connection starts gathers again (10 rooms joining at once held 16 descriptors each). So rooms
+    connect one at a time (``_connect_turn``), each for at most ``CONNECT_TURN_WAIT_S``.
     """
     return rtc.RtcConfiguration(continual_gathering_policy=rtc.ContinualGatheringPolicy.GATHER_ONCE)
+
+
+_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _connect_turn() -> asyncio.Lock:
+    """The running loop's lock that room connects take in turn (one per loop: tests run many)."""
+    loop = asyncio.get_running_loop()
+    turn = _TURNS.get(loop)
+    if turn is None:
+        turn = _TURNS[loop] = asyncio.Lock()
+    return turn
 
 
 DataHandler = Callable[[bytes, str], None]
@@ -109,6 +129,10 @@ class RoomLink:
         self._room: rtc.Room | None = None
         self._connecting: asyncio.Future[None] | None = None
         self._connect_timeout_s = 0.0
+        self._connect_started = False
+        """The SDK's connect has begun (not merely waiting for its turn)."""
+        self.connect_waited_s = 0.0
+        """How long the connect waited for its turn."""
         self._handlers: dict[str, Callable[..., None]] = {
             "data_received": self._handle_data,
             "track_subscribed": self._handle_track_subscribed,
@@ -180,7 +204,7 @@ class RoomLink:
             connect_timeout=timeout_s / _SDK_CONNECT_ATTEMPTS,
             rtc_config=rtc_configuration(),
         )
-        connecting = asyncio.ensure_future(room.connect(url, token, options))
+        connecting = asyncio.ensure_future(self._connect_in_turn(room, url, token, options))
         self._connecting, self._connect_timeout_s = connecting, timeout_s
         try:
             # Shielded: if we are cancelled (a join timeout, a cancelled JoinRoom, shutdown), the
@@ -199,6 +223,21 @@ class RoomLink:
         self._connecting = None
         self.events_filtered = narrow_to_own_events(room)
 
+    async def _connect_in_turn(self, room: rtc.Room, url: str, token: str, options: rtc.RoomOptions) -> None:
+        turn, started = _connect_turn(), asyncio.get_running_loop().time()
+        try:
+            await asyncio.wait_for(turn.acquire(), CONNECT_TURN_WAIT_S)
+            holds_turn = True
+        except TimeoutError:
+            holds_turn = False  # a burst of joins: connect alongside rather than keep this one waiting
+        self.connect_waited_s = asyncio.get_running_loop().time() - started
+        try:
+            self._connect_started = True
+            await room.connect(url, token, options)
+        finally:
+            if holds_turn:
+                turn.release()
+
     @property
     def connect_pending(self) -> bool:
         """A connect was cancelled on our side but may still complete natively."""
@@ -208,6 +247,9 @@ class RoomLink:
         """Wait (bounded) for a cancelled connect to end, then disconnect: no ghost participant."""
         connecting = self._connecting
         grace_s = 2 * self._connect_timeout_s + _SDK_RETRY_SLACK_S
+        if connecting is not None and not self._connect_started:
+            connecting.cancel()  # still waiting for its turn: the SDK never saw it
+            grace_s = 1.0
         if connecting is not None:
             done, _ = await asyncio.wait({connecting}, timeout=grace_s)
             if not done:
