@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 _SDK_CONNECT_ATTEMPTS = 3  # livekit 1.2.1's native connect logs "retrying... (1/3)"
 _SDK_RETRY_SLACK_S = 2.0  # room for its back-off between attempts
-CONNECT_TURN_WAIT_S = 2.0
+CONNECT_TURN_WAIT_S = 1.0
 """How long a room connect waits for the one before it to end (rooms connect one at a time, see
 ``rtc_configuration``); after that it connects alongside: a burst costs descriptors, not joins."""
 
