@@ -3,6 +3,8 @@
 - CPU: process CPU seconds (utime + stime of every thread, /proc/<pid>/stat) over a window, in % of
   one core, for the measured process, the phones, this process (the cloud client) and the server;
 - RSS: the measured process's VmRSS, idle and every second of the window;
+- descriptors: the measured process's open file descriptors (/proc/<pid>/fd), idle and at the end
+  of the window;
 - tasks: the bridge's HealthCheck ``trio_tasks``/``asyncio_tasks`` idle, at N and after every
   session left; the floor's live asyncio tasks idle and at N;
 - room -> cloud latency: receive wall time - the send time in each packet's header, for packets
@@ -17,6 +19,7 @@ bench.load.report prints and the JSON keeps; bench/README.md says what each numb
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +42,8 @@ class Window:
     """% of one core over the window, per process name."""
     rss_mib: list[float]
     """RSS of the measured process, sampled each second."""
+    fds: int
+    """Open file descriptors of the measured process at the end of the window."""
 
 
 @dataclass(frozen=True)
@@ -48,14 +53,20 @@ class Idle:
     rss_mib: float
     cpu_pct: float
     """% of one core over 2 s."""
+    fds: int
+
+
+def open_fds(pid: int) -> int:
+    """Open file descriptors of ``pid`` (entries of /proc/<pid>/fd)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 async def measure_idle(pid: int) -> Idle:
-    """RSS now, then CPU over the next 2 s."""
-    idle_rss = rss_mib(pid)
+    """RSS and descriptors now, then CPU over the next 2 s."""
+    idle_rss, idle_fds = rss_mib(pid), open_fds(pid)
     before = cpu_seconds(pid)
     await asyncio.sleep(2.0)
-    return Idle(idle_rss, 100 * (cpu_seconds(pid) - before) / 2.0)
+    return Idle(idle_rss, 100 * (cpu_seconds(pid) - before) / 2.0, idle_fds)
 
 
 async def measure_window(seconds: float, pids: dict[str, int], rss_pid: int) -> Window:
@@ -68,7 +79,7 @@ async def measure_window(seconds: float, pids: dict[str, int], rss_pid: int) -> 
         samples.append(rss_mib(rss_pid))
     elapsed, t1 = time.monotonic() - start, time.time_ns()
     cpu = {name: 100 * (cpu_seconds(pid) - start_cpu[name]) / elapsed for name, pid in pids.items()}
-    return Window(t0, t1, elapsed, cpu, samples)
+    return Window(t0, t1, elapsed, cpu, samples, open_fds(rss_pid))
 
 
 def onset_delays(
@@ -157,6 +168,9 @@ def bridge_figures(
         "rss_mib": rss_n,
         "rss_samples_mib": window.rss_mib,
         "rss_per_session_mib": (rss_n - idle.rss_mib) / n,
+        "fds_idle": idle.fds,
+        "fds": window.fds,
+        "fds_per_session": (window.fds - idle.fds) / n,
         "threads": threads,
         "tasks_idle": {"trio": idle_health.trio_tasks, "asyncio": idle_health.asyncio_tasks},
         "tasks_at_n": {"trio": at_n.trio_tasks, "asyncio": at_n.asyncio_tasks},
@@ -205,6 +219,9 @@ def floor_figures(
         "rss_mib": rss_n,
         "rss_samples_mib": window.rss_mib,
         "rss_per_session_mib": (rss_n - idle.rss_mib) / n,
+        "fds_idle": idle.fds,
+        "fds": window.fds,
+        "fds_per_session": (window.fds - idle.fds) / n,
         "threads": threads,
         "tasks_idle": {"asyncio": idle_tasks},
         "tasks_at_n": {"asyncio": report["asyncio_tasks"]},

@@ -68,10 +68,11 @@ def warnings_for(point: dict[str, Any], pinned: bool) -> list[str]:
 
 
 def add_marginal_rss(points: list[dict[str, Any]]) -> None:
-    """RSS per added session between consecutive sweep points: (RSS at N2 - RSS at N1) / (N2 - N1).
+    """RSS and descriptors per added session between consecutive sweep points: (value at N2 - value
+    at N1) / (N2 - N1).
 
-    Unlike the per-session figure it leaves out what the first room costs once (the SDK's native
-    runtime), so it is what one more session costs at that size.
+    Unlike the per-session figures they leave out what the first room costs once (the SDK's native
+    runtime), so they are what one more session costs at that size.
     """
     for previous, point in itertools.pairwise(points):
         step = point["n"] - previous["n"]
@@ -81,6 +82,7 @@ def add_marginal_rss(points: list[dict[str, Any]]) -> None:
             point[side]["rss_marginal_mib_per_session"] = (
                 point[side]["rss_mib"] - previous[side]["rss_mib"]
             ) / step
+            point[side]["fds_marginal_per_session"] = (point[side]["fds"] - previous[side]["fds"]) / step
 
 
 def _f(value: float | None, width: int = 6, digits: int = 1) -> str:
@@ -143,6 +145,18 @@ def format_tables(points: list[dict[str, Any]]) -> str:
             f" | {b['rss_idle_mib']:6.1f} / {f['rss_idle_mib']:5.1f}    "
             f" | {_f(b.get('rss_marginal_mib_per_session'), 7, 2)}"
             f" / {_f(f.get('rss_marginal_mib_per_session'), 5, 2)}"
+        )
+    lines.append(
+        "\nfile descriptors of the measured process (/proc/<pid>/fd; per session = (at N - idle) / N, the"
+        " first room's one-time ~13 included; marginal = between sweep points)"
+    )
+    lines.append("    N | idle br/fl | at N br/fl | fds/s bridge  floor | marginal fds/s br/fl")
+    for p in points:
+        b, f = p["bridge"], p["floor"]
+        lines.append(
+            f"{p['n']:5d} | {b['fds_idle']:4d} / {f['fds_idle']:<3d} | {b['fds']:4d} / {f['fds']:<4d} |"
+            f" {_f(b['fds_per_session'], 12, 1)}{_f(f['fds_per_session'], 7, 1)} |"
+            f" {_f(b.get('fds_marginal_per_session'), 10, 1)} / {_f(f.get('fds_marginal_per_session'), 5, 1)}"
         )
     lines.append("\ndrops and load (window of steady traffic)")
     lines.append(

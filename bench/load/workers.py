@@ -30,6 +30,7 @@ import numpy as np
 from livekit import rtc
 
 from bench.load.traffic import HEADER, PCM_BYTES, PERIOD_S, silence_chunk, talkback_slots, tone_chunk
+from bridge.livekit_io.room import rtc_configuration
 
 ONSET_THRESHOLD = 4000
 """Peak (of int16 full scale) above which a received 10 ms frame counts as tone."""
@@ -260,10 +261,13 @@ class Floor:
 
             room = rtc.Room()
             room.on("data_received", on_data)
-            await room.connect(url, entry.token, rtc.RoomOptions(auto_subscribe=True))
+            # The bridge's WebRTC configuration (ICE gathered once), so both sides do the same work.
+            options = rtc.RoomOptions(auto_subscribe=True, rtc_config=rtc_configuration())
+            await room.connect(url, entry.token, options)
             entry.room = room
 
-        await _connect_all(command["rooms"], connect_one)
+        for spec in command["rooms"]:  # one at a time, as the bridge connects rooms (livekit_io/room.py)
+            await connect_one(spec)
         loop = asyncio.get_running_loop()
         talkers = [entry for entry in self.rooms if entry.talkback]
         base = loop.time() + 0.2

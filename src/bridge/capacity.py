@@ -1,10 +1,12 @@
 """How many sessions one bridge process takes, and the open-file limit that allows it.
 
 Sizing rule (`python -m bench.load` on a 2-core machine): a mic session costs ~3 % of a core, so ~25 sessions
-fill one with latency still near the SDK's own floor; and each session holds ~120 file descriptors
-(WebRTC sockets and the SDK's pipes), so a process with a soft ``nofile`` limit of 1024 stops near 8.
-``BRIDGE_MAX_SESSIONS=0`` (the default) takes the smaller of the two after raising the soft limit to
-the hard one.
+fill one with latency still near the SDK's own floor. Descriptors: a session's room holds 3 (the
+signal WebSocket and one UDP socket per local address, ICE gathered once: livekit_io/room.py), and
+each PlayAudio in flight one TCP connection (at most ``BRIDGE_MAX_PLAYBACKS_PER_SESSION``, 4 by
+default); ``FDS_PER_SESSION`` = 8 covers both, and ``tests/integration/test_descriptors.py`` fails
+when a session at steady state holds more. ``BRIDGE_MAX_SESSIONS=0`` (the default) takes the smaller
+of the two limits after raising the soft ``nofile`` limit to the hard one.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ __all__ = ["FDS_PER_SESSION", "SESSIONS_PER_CORE", "default_max_sessions", "rais
 log = logging.getLogger(__name__)
 
 SESSIONS_PER_CORE = 25
-FDS_PER_SESSION = 120
+FDS_PER_SESSION = 8
+"""Measured: 3 per session (a bridge subprocess, 5 and 10 sessions); + 4 playback fetches + 1 spare."""
 _FDS_RESERVED = 128
-"""Descriptors the process needs besides sessions: listeners, the cloud's connections, logs, DNS."""
+"""Descriptors the process needs besides sessions: listeners, the cloud's connections, logs, DNS, and
+the SDK's native runtime (~10, from the first room on)."""
 _NOFILE_CEILING = 1 << 20
 
 

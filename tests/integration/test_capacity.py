@@ -11,7 +11,7 @@ from grpclib.exceptions import GRPCError
 from trio_asyncio import aio_as_trio
 
 from bridge._gen.mentra.livekit.bridge import LeaveRoomRequest
-from bridge.capacity import default_max_sessions, raise_open_file_limit
+from bridge.capacity import FDS_PER_SESSION, default_max_sessions, raise_open_file_limit
 from conftest import running_bridge
 from support import participants
 from support.flows import join, new_room
@@ -62,6 +62,6 @@ async def test_a_full_bridge_answers_resource_exhausted_and_is_not_ready(aio_loo
 
 def test_the_default_capacity_follows_cores_and_the_open_file_limit() -> None:
     assert default_max_sessions(cores=2, open_files=1_000_000) == 50
-    assert default_max_sessions(cores=8, open_files=1024) == 7  # (1024 - 128) // 120
+    assert default_max_sessions(cores=8, open_files=512) == (512 - 128) // FDS_PER_SESSION
     assert default_max_sessions(cores=1, open_files=64) == 1
     assert raise_open_file_limit() >= 1024

@@ -27,7 +27,7 @@ from livekit import rtc
 
 from .room import RoomPort
 
-__all__ = ["TrackPublishError", "TrackPublisher", "track_name"]
+__all__ = ["TrackPublishError", "TrackPublisher", "settle_late_playout", "track_name"]
 
 _TRACK_NAMES = {0: "speaker", 1: "app_audio", 2: "tts"}
 
@@ -35,6 +35,24 @@ _TRACK_NAMES = {0: "speaker", 1: "app_audio", 2: "tts"}
 def track_name(track_id: int) -> str:
     """The published name of ``track_id``, as the wire contract fixes it."""
     return _TRACK_NAMES.get(track_id, f"track_{track_id}")
+
+
+_LATE_TIMER_MARGIN_S = 0.005
+
+
+def settle_late_playout(source: rtc.AudioSource, seconds: float) -> None:
+    """Before capturing ``seconds`` of audio: finish what a late playout timer left undone.
+
+    livekit 1.2.1 arms the AudioSource's playout timer at ``queued + frame - time since the last
+    capture`` and resets its estimate when that timer fires. When the loop was busy and the timer is
+    late, the next capture computes a negative delay: asyncio would run it at once, but trio-asyncio's
+    ``call_later`` asserts (``AssertionError: -0.18``), and the StreamAudio call or playback that
+    captured failed. The queue has played out by then, so do what the timer would have done.
+    (Private SDK state, pinned version; docs/design/lessons.md.)
+    """
+    last = source._last_capture
+    if last and time.monotonic() - last > source._q_size + seconds - _LATE_TIMER_MARGIN_S:
+        source._release_waiter()
 
 
 class TrackPublishError(Exception):
@@ -140,6 +158,7 @@ class TrackPublisher:
         async with self._capturing:
             if self._source is None:
                 raise RuntimeError(f"track {self.name} is closed")
+            settle_late_playout(self._source, len(samples) / self.sample_rate)
             await self._source.capture_frame(frame)
         self.frames_published += 1
         self.samples_published += len(samples)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,12 +25,47 @@ from ..errors import RoomConnectError
 from ..redact import redact
 from .ffi_filter import narrow_to_own_events
 
-__all__ = ["RoomEvent", "RoomLink", "RoomPort", "open_event_channel"]
+__all__ = ["RoomEvent", "RoomLink", "RoomPort", "open_event_channel", "rtc_configuration"]
 
 log = logging.getLogger(__name__)
 
 _SDK_CONNECT_ATTEMPTS = 3  # livekit 1.2.1's native connect logs "retrying... (1/3)"
 _SDK_RETRY_SLACK_S = 2.0  # room for its back-off between attempts
+CONNECT_TURN_WAIT_S = 1.0
+"""How long a room connect waits for the one before it to end (rooms connect one at a time, see
+``rtc_configuration``); after that it connects alongside: a burst costs descriptors, not joins."""
+
+
+def rtc_configuration() -> rtc.RtcConfiguration:
+    """The WebRTC configuration of every room the bridge joins: ICE candidates gathered once.
+
+    With the SDK's default (``GATHER_CONTINUALLY``) a peer connection keeps gathering, and every new
+    room in the process made the rooms already there open more UDP and listening TCP sockets: a
+    session held 31 descriptors among 6 sessions and 45 among 11, so the total grew faster than the
+    sessions. Gathered once, a session holds 3 at any count (the signal WebSocket and one UDP socket
+    per local address); the LiveKit-restart tests (the SDK's reconnect) pass with it. ICE servers
+    stay the ones the LiveKit server sends (an empty list means those). ``tests/integration/
+    test_descriptors.py`` holds a session to ``capacity.FDS_PER_SESSION``; the numbers are in
+    docs/design/lessons.md.
+
+    Gathering once is not enough on its own: a connection still gathering when another room's
+    connection starts gathers again (10 rooms joining at once held 16 descriptors each). So rooms
+    connect one at a time (``_connect_turn``), each for at most ``CONNECT_TURN_WAIT_S``.
+    """
+    return rtc.RtcConfiguration(continual_gathering_policy=rtc.ContinualGatheringPolicy.GATHER_ONCE)
+
+
+_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _connect_turn() -> asyncio.Lock:
+    """The running loop's lock that room connects take in turn (one per loop: tests run many)."""
+    loop = asyncio.get_running_loop()
+    turn = _TURNS.get(loop)
+    if turn is None:
+        turn = _TURNS[loop] = asyncio.Lock()
+    return turn
+
 
 DataHandler = Callable[[bytes, str], None]
 """Called with (payload, sender identity) for every data packet from a remote participant."""
@@ -93,6 +129,8 @@ class RoomLink:
         self._room: rtc.Room | None = None
         self._connecting: asyncio.Future[None] | None = None
         self._connect_timeout_s = 0.0
+        self._connect_started = False
+        """The SDK's connect has begun (not merely waiting for its turn)."""
         self._handlers: dict[str, Callable[..., None]] = {
             "data_received": self._handle_data,
             "track_subscribed": self._handle_track_subscribed,
@@ -159,8 +197,12 @@ class RoomLink:
         self._room = room
         # The SDK makes up to _SDK_CONNECT_ATTEMPTS attempts, each bounded by connect_timeout:
         # split our budget between them so its own connect ends near ``timeout_s`` too.
-        options = rtc.RoomOptions(auto_subscribe=True, connect_timeout=timeout_s / _SDK_CONNECT_ATTEMPTS)
-        connecting = asyncio.ensure_future(room.connect(url, token, options))
+        options = rtc.RoomOptions(
+            auto_subscribe=True,
+            connect_timeout=timeout_s / _SDK_CONNECT_ATTEMPTS,
+            rtc_config=rtc_configuration(),
+        )
+        connecting = asyncio.ensure_future(self._connect_in_turn(room, url, token, options))
         self._connecting, self._connect_timeout_s = connecting, timeout_s
         try:
             # Shielded: if we are cancelled (a join timeout, a cancelled JoinRoom, shutdown), the
@@ -179,6 +221,23 @@ class RoomLink:
         self._connecting = None
         self.events_filtered = narrow_to_own_events(room)
 
+    async def _connect_in_turn(self, room: rtc.Room, url: str, token: str, options: rtc.RoomOptions) -> None:
+        turn = _connect_turn()
+        try:
+            await asyncio.wait_for(turn.acquire(), CONNECT_TURN_WAIT_S)
+            holds_turn = True
+        except TimeoutError:  # a burst of joins: connect alongside rather than keep this one waiting
+            holds_turn = False
+            log.debug(
+                "room connect did not get its turn within %g s; connecting alongside", CONNECT_TURN_WAIT_S
+            )
+        try:
+            self._connect_started = True
+            await room.connect(url, token, options)
+        finally:
+            if holds_turn:
+                turn.release()
+
     @property
     def connect_pending(self) -> bool:
         """A connect was cancelled on our side but may still complete natively."""
@@ -188,6 +247,9 @@ class RoomLink:
         """Wait (bounded) for a cancelled connect to end, then disconnect: no ghost participant."""
         connecting = self._connecting
         grace_s = 2 * self._connect_timeout_s + _SDK_RETRY_SLACK_S
+        if connecting is not None and not self._connect_started:
+            connecting.cancel()  # still waiting for its turn: the SDK never saw it
+            grace_s = 1.0
         if connecting is not None:
             done, _ = await asyncio.wait({connecting}, timeout=grace_s)
             if not done:
