@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import trio
 from grpclib.const import Status
 from trio_asyncio import aio_as_trio
 
+from audio_checks import sine
 from bridge._gen.mentra.livekit.bridge import (
     AudioChunk,
     BridgeStatusRequest,
@@ -21,7 +23,7 @@ from bridge.testing.cloud import CloudStream
 from conftest import running_bridge
 from support import participants
 from support.flows import join, new_room, wait_until
-from support.leaks import assert_back_to
+from support.leaks import TaskCensus, assert_back_to
 
 pytestmark = pytest.mark.livekit
 
@@ -329,3 +331,154 @@ async def test_a_livekit_url_that_never_answers_fails_the_join_within_its_timeou
                 )
                 silent_server.cancel_scope.cancel()
             await assert_back_to(baseline)
+
+
+async def _ours_in(lk, room: str) -> list[str]:  # type: ignore[no-untyped-def]
+    return await aio_as_trio(participants.bridge_identities)(lk.http_url, lk.api_key, lk.api_secret, room)
+
+
+async def _wait_until_none_of_ours_in(lk, rooms: list[str], timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    """The server's own view (its API), polled: a disconnect reaches it a moment after we return."""
+    left: dict[str, list[str]] = {}
+    with trio.move_on_after(timeout_s):
+        while True:
+            left = {room: ours for room in rooms if (ours := await _ours_in(lk, room))}
+            if not left:
+                return
+            await trio.sleep(0.1)
+    raise AssertionError(f"participants of ours still in their rooms after the teardown: {left}")
+
+
+class _QueueWatch:
+    """Samples a session's cloud-queue depth while it runs (the deepest it got)."""
+
+    def __init__(self, session) -> None:  # type: ignore[no-untyped-def]
+        self.session, self.deepest = session, 0
+
+    async def run(self) -> None:
+        while True:
+            self.deepest = max(self.deepest, self.session.mic.queue.depth)
+            await trio.sleep(0.005)
+
+
+async def _measured_phase(bridge, phone, cloud, session, first_seq: int, count: int, during=None):  # type: ignore[no-untyped-def]
+    """The healthy phone sends ``count`` reliable packets 20 ms apart (with ``during`` running
+    alongside); returns their room->cloud latency and the healthy queue's deepest point."""
+    from support.latency import room_to_cloud_latency
+
+    packets, sent_at = mic_packets(first_seq, count), list[float]()
+    watch = _QueueWatch(session)
+    async with trio.open_nursery() as phase:
+        phase.start_soon(watch.run)
+        if during is not None:
+            phase.start_soon(during)
+        await aio_as_trio(participants.send_packets)(phone, packets, 0.02, True, sent_at)
+        await wait_until(
+            lambda: all(p[1:] in {c.pcm_data for c in cloud.received} for p in packets[-3:]),
+            what="the phase's last packets at the cloud",
+        )
+        phase.cancel_scope.cancel()
+    return room_to_cloud_latency(packets, sent_at, cloud), watch.deepest
+
+
+async def test_a_fault_in_a_session_task_ends_that_session_only_and_leaves_nothing(bridge) -> None:  # type: ignore[no-untyped-def]
+    """A bug in one session's task (injected: ``mic.stop_reading`` raises when the room reports a
+    track) ends that session alone: the healthy session in the same room keeps its latency and its
+    queue, and once both are gone no task and no participant of ours is left."""
+    lk = bridge.livekit
+    with trio.fail_after(60):
+        room = new_room()
+        faulty_phone = await aio_as_trio(participants.connect)(lk.url, lk.token("faulty-phone", room))
+        healthy_phone = await aio_as_trio(participants.connect)(lk.url, lk.token("healthy-phone", room))
+        baseline = await bridge.census()
+        assert (await join(bridge, "faulty", room, target="faulty-phone")).success
+        assert (await join(bridge, "healthy", room, target="healthy-phone")).success
+        faulty, healthy = bridge.state.registry.get("faulty"), bridge.state.registry.get("healthy")
+        cloud = CloudStream(bridge.channel, "healthy")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(aio_as_trio(cloud.run))
+            await wait_until(lambda: healthy.stream.attached, what="healthy stream attached")
+            for identity in ("bridge-faulty", "bridge-healthy"):
+                await aio_as_trio(participants.wait_for_participant)(healthy_phone, identity)
+                await aio_as_trio(participants.wait_for_participant)(faulty_phone, identity)
+
+            # Baseline phase: no fault.
+            before, deepest_before = await _measured_phase(bridge, healthy_phone, cloud, healthy, 0, 50)
+
+            def broken(track_sid: str) -> None:
+                raise RuntimeError("injected fault")
+
+            faulty.mic.stop_reading = broken  # the room's track_subscribed event calls it
+
+            async def fault() -> None:
+                # The faulty session's phone publishes a track: its session's event task raises.
+                tone = sine(440, 0.5, 48000)
+                await aio_as_trio(participants.publish_tone)(faulty_phone, tone, 48000)
+
+            during, deepest_during = await _measured_phase(
+                bridge, healthy_phone, cloud, healthy, 50, 50, during=fault
+            )
+            await faulty.closed.wait()
+            assert faulty.close_reason is CloseReason.FAILED, faulty.close_reason
+            assert "injected fault" in faulty.close_detail and faulty.failures == 1
+            assert faulty.trio_task_count() == 0
+            assert not healthy.closing and bridge.state.registry.get("healthy") is healthy
+            print(
+                f"healthy session, room->cloud: without the fault {before}, queue <= {deepest_before}; "
+                f"during it {during}, queue <= {deepest_during}"
+            )
+            # The fault costs the other session no more than scheduling noise on a loaded machine.
+            assert during.p50_ms <= before.p50_ms + 30, (before, during)
+            assert during.p99_ms <= before.p99_ms + 100, (before, during)
+            assert deepest_during <= max(deepest_before, 2) + 2, (deepest_before, deepest_during)
+            assert await _ours_in(lk, room) == ["bridge-healthy"]
+
+            assert (await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id="healthy"))).success
+            await cloud.ended.wait()
+        await assert_back_to(baseline)
+        await _wait_until_none_of_ours_in(lk, [room])
+        for phone in (faulty_phone, healthy_phone):
+            await aio_as_trio(participants.disconnect)(phone)
+
+
+@pytest.mark.parametrize("how", ["shutdown requested", "serve cancelled"])
+async def test_shutdown_leaves_no_task_and_no_participant(aio_loop, livekit_server, how: str) -> None:  # type: ignore[no-untyped-def]
+    """The process's teardown path: sessions with streams, a published track and a playing track
+    all end; every Trio and asyncio task is gone, and the server has none of our participants."""
+    from conftest import start_bridge
+
+    lk = livekit_server
+    with trio.fail_after(45):
+        rooms = [new_room() for _ in range(2)]
+        phone = await aio_as_trio(participants.connect)(lk.url, lk.token("shutdown-phone-0", rooms[0]))
+        baseline = await TaskCensus.settled()
+        clouds: list[CloudStream] = []
+        async with trio.open_nursery() as nursery:
+            bridge = await start_bridge(nursery, lk)
+            for i, room in enumerate(rooms):
+                user = f"shutdown-phone-{i}"
+                assert (await join(bridge, user, room)).success
+                cloud = CloudStream(bridge.channel, user)
+                clouds.append(cloud)
+                nursery.start_soon(aio_as_trio(cloud.run))
+                session = bridge.state.registry.get(user)
+                await wait_until(functools.partial(lambda s: s.stream.attached, session), what="stream")
+                pcm = AudioChunk(pcm_data=b"\x00\x10" * 1600, sample_rate=16000, channels=1, track_id=2)
+                await aio_as_trio(cloud.send)(pcm)
+                await wait_until(functools.partial(lambda s: bool(s.tracks.published), session), what="track")
+            assert sorted(await _ours_in(lk, rooms[0]) + await _ours_in(lk, rooms[1])) == [
+                "bridge-shutdown-phone-0",
+                "bridge-shutdown-phone-1",
+            ]
+            if how == "shutdown requested":
+                bridge.state.request_shutdown(immediately=True)
+                for cloud in clouds:
+                    await cloud.ended.wait()
+                    assert cloud.status is Status.UNAVAILABLE, (cloud.status, cloud.message)
+                bridge.channel.close()
+            else:
+                bridge.channel.close()
+                nursery.cancel_scope.cancel()
+        await assert_back_to(baseline)
+        await _wait_until_none_of_ours_in(lk, rooms)
+        await aio_as_trio(participants.disconnect)(phone)
