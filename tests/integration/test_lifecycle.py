@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 
@@ -18,6 +19,7 @@ from bridge._gen.mentra.livekit.bridge import (
     JoinRoomRequest,
     LeaveRoomRequest,
 )
+from bridge.livekit_io.room import RoomLink
 from bridge.session import CloseReason
 from bridge.testing.cloud import CloudStream
 from conftest import running_bridge
@@ -256,21 +258,52 @@ async def test_a_kicked_session_ends_its_stream_with_unavailable_and_leaves_noth
         await assert_back_to(baseline)
 
 
+class _WatchedRoomLink(RoomLink):
+    """The real room link, noting whether a cancel reached it while its native connect was running."""
+
+    cancelled_mid_connect: bool | None = None
+    """None: never cancelled in connect; True: cancelled while the connect was pending."""
+
+    async def connect(self, url: str, token: str, *, timeout_s: float) -> None:
+        try:
+            await super().connect(url, token, timeout_s=timeout_s)
+        except asyncio.CancelledError:
+            self.cancelled_mid_connect = self.connect_pending
+            raise
+
+
 async def test_a_join_cancelled_mid_connect_leaves_no_participant_behind(bridge) -> None:  # type: ignore[no-untyped-def]
     """The cloud gives up on a JoinRoom while the bridge is connecting: the native connect would
     complete anyway; the bridge must wait for it and disconnect, not leave a ghost in the room.
 
-    A cancel that arrives after the join completed leaves a normal session (the cloud's retry
-    replaces it, or the idle TTL reaps it); what must never exist is a participant without one.
+    Each attempt cancels its JoinRoom once the bridge's room connect has started (then a little
+    later), and the room link records whether the cancel reached it while the connect was still
+    pending: at least one must have, or this test proved nothing. A cancel that arrives after the
+    join completed leaves a normal session (the cloud's retry replaces it, or the idle TTL reaps
+    it); what must never exist is a participant without one.
     """
     lk = bridge.livekit
-    with trio.fail_after(40):
+    links: list[_WatchedRoomLink] = []
+
+    def watched_room(on_data, events):  # type: ignore[no-untyped-def]
+        links.append(_WatchedRoomLink(on_data=on_data, events=events))
+        return links[-1]
+
+    bridge.state.registry._room_factory = watched_room
+    with trio.fail_after(60):
         room = new_room()
         witness = await aio_as_trio(participants.connect)(lk.url, lk.token("witness", room))
         baseline = await bridge.census()
-        for delay in (0.0, 0.01, 0.03, 0.05, 0.08, 0.1):
-            with trio.move_on_after(delay):
-                await join(bridge, f"ghost-{delay}", room)
+        for attempt, delay in enumerate((0.0, 0.0, 0.01, 0.02, 0.04, 0.06, 0.1)):
+            made = len(links)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(join, bridge, f"ghost-{attempt}", room)
+                await wait_until(
+                    lambda: len(links) > made and links[-1]._connecting is not None,  # noqa: B023
+                    what="the room connect started",
+                )
+                await trio.sleep(delay)  # how far into the connect the cancel lands: the variable
+                nursery.cancel_scope.cancel()
 
         async def identities() -> list[str]:
             return sorted(
@@ -280,6 +313,9 @@ async def test_a_join_cancelled_mid_connect_leaves_no_participant_behind(bridge)
         def expected() -> list[str]:
             return sorted(["witness"] + [f"bridge-{s.user_id}" for s in bridge.state.registry.sessions()])
 
+        outcomes = [link.cancelled_mid_connect for link in links]
+        print(f"cancel landed mid-connect: {outcomes}; sessions kept: {len(bridge.state.registry)}")
+        assert any(outcomes), "no cancel landed while a connect was pending: nothing was tested"
         seen: list[str] = []
         with trio.move_on_after(10):  # a connect in flight finishes, then disconnects
             while (seen := await identities()) != expected():
@@ -288,6 +324,7 @@ async def test_a_join_cancelled_mid_connect_leaves_no_participant_behind(bridge)
         for session in bridge.state.registry.sessions():
             await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=session.user_id))
         await assert_back_to(baseline)
+        assert await _ours_in(lk, room) == []
         await aio_as_trio(participants.disconnect)(witness)
 
 
