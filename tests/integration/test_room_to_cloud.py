@@ -200,3 +200,34 @@ async def test_every_session_room_receives_only_its_own_room_events(bridge) -> N
         for i in range(2):
             await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=f"filter-{i}"))
         await aio_as_trio(participants.disconnect)(phone)
+
+
+async def test_room_audio_is_buffered_while_no_stream_is_attached_and_delivered_to_the_next(bridge) -> None:  # type: ignore[no-untyped-def]
+    """Packets that arrive while the session has no StreamAudio call (before the first one, and
+    between a call the cloud dropped and the next) are queued and delivered, byte-exact, to the next."""
+    with trio.fail_after(45):
+        user, room = "buffer-user", new_room()
+        phone = await aio_as_trio(participants.connect)(bridge.livekit.url, bridge.token(user, room))
+        baseline = await bridge.census()
+        assert (await join(bridge, user, room)).success
+        session: BridgeSession = bridge.state.registry.get(user)
+        await aio_as_trio(participants.wait_for_participant)(phone, f"bridge-{user}")
+
+        for round_, first in enumerate((0, 10)):
+            packets = [bytes([i]) + packet_payload(i) for i in range(first, first + 10)]
+            assert not session.stream.attached
+            await aio_as_trio(participants.send_packets)(phone, packets, 0.01, True)
+            await wait_until(lambda: session.mic.data_packets == first + 10, what="packets at the bridge")  # noqa: B023
+            assert session.mic.queue.depth == 10, session.mic.queue.depth  # held for the next stream
+            cloud = CloudStream(bridge.channel, user)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(aio_as_trio(cloud.run))
+                expected = b"".join(p[1:] for p in packets)
+                await wait_until(lambda: len(cloud.pcm) >= len(expected), what=f"round {round_}'s audio")  # noqa: B023
+                assert cloud.pcm == expected
+                nursery.cancel_scope.cancel()  # the cloud drops the call: the session stays
+            await wait_until(lambda: not session.stream.attached, what="stream detached")
+        assert session.mic.queue.dropped_chunks == 0
+        assert (await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))).success
+        await assert_back_to(baseline)
+        await aio_as_trio(participants.disconnect)(phone)
