@@ -519,3 +519,40 @@ async def test_shutdown_leaves_no_task_and_no_participant(aio_loop, livekit_serv
         await assert_back_to(baseline)
         await _wait_until_none_of_ours_in(lk, rooms)
         await aio_as_trio(participants.disconnect)(phone)
+
+
+async def test_room_events_after_the_session_stopped_listening_are_counted_not_raised(bridge) -> None:  # type: ignore[no-untyped-def]
+    """Between closing its event channel and unregistering its SDK handlers a closing session can
+    still get room events from the SDK: they are counted (``RoomLink.late_events``), never raised into
+    the SDK. The window is held open here (the link's close waits) while a participant joins the room."""
+    lk = bridge.livekit
+    with trio.fail_after(45):
+        user, room = "late-user", new_room()
+        baseline = await bridge.census()
+        assert (await join(bridge, user, room)).success
+        session = bridge.state.registry.get(user)
+        link = session.room
+        disconnect = link.aclose
+        closing = trio.Event()
+        trio_token = trio.lowlevel.current_trio_token()
+
+        async def aclose_after_a_late_event() -> None:  # asyncio side, called by the session's cleanup
+            trio_token.run_sync_soon(closing.set)
+            for _ in range(250):  # at most 5 s, within the session's cleanup bound
+                if link.late_events:
+                    break
+                await asyncio.sleep(0.02)
+            await disconnect()
+
+        link.aclose = aclose_after_a_late_event
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(aio_as_trio(bridge.stub.leave_room), LeaveRoomRequest(user_id=user))
+            await closing.wait()  # the event channel is closed, the SDK handlers still registered
+            newcomer = await aio_as_trio(participants.connect)(lk.url, lk.token("newcomer", room))
+            await wait_until(lambda: link.late_events > 0, what="a late room event counted")
+        await session.closed.wait()
+        print(f"late room events counted: {link.late_events}")
+        assert session.close_reason is CloseReason.LEFT and session.failures == 0
+        await aio_as_trio(participants.disconnect)(newcomer)
+        await assert_back_to(baseline)
+        assert await _ours_in(lk, room) == []
