@@ -153,6 +153,24 @@ async def test_tls_and_mutual_tls(aio_loop, livekit_server, pki, mutual: bool) -
             state.request_shutdown()
 
 
+@pytest.mark.parametrize(
+    ("overrides", "protection"),
+    [({}, "no TLS and no token: loopback only"), ({"auth_token": TOKEN}, "bearer token")],
+)
+async def test_the_start_up_line_names_the_protection_in_force(  # type: ignore[no-untyped-def]
+    aio_loop, livekit_server, caplog, overrides: dict[str, object], protection: str
+) -> None:
+    caplog.set_level(logging.INFO)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            state = await nursery.start(serve, make_config(livekit_server, **overrides))
+            state.request_shutdown()
+    lines = [r.getMessage() for r in caplog.records if " listening on " in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert f"listening on {state.address} ({protection});" in lines[0], lines[0]
+    assert TOKEN not in lines[0]
+
+
 def test_a_public_bind_address_without_tls_or_token_is_refused() -> None:
     with pytest.raises(ConfigError, match="not a loopback address"):
         BridgeConfig.from_env({"BRIDGE_HOST": "0.0.0.0"})
