@@ -18,6 +18,7 @@ from bridge.testing.cloud import STREAM_AUDIO, CloudStream
 from conftest import RunningBridge, running_bridge
 from support import participants
 from support.flows import join, new_room, wait_until
+from support.latency import measured_phase
 from support.leaks import assert_back_to
 
 pytestmark = pytest.mark.livekit
@@ -180,12 +181,26 @@ async def test_a_cloud_that_stops_reading_costs_bounded_memory_and_nobody_else_a
             for phone in (stuck_phone, fine_phone):
                 for identity in ("bridge-stuck", "bridge-fine"):
                     await aio_as_trio(participants.wait_for_participant)(phone, identity)
-            # The stuck cloud's phone sends 10x real time (100 ms of audio every 10 ms) for 4 s.
+            fine_session = bridge.state.registry.get("fine")
+
+            def numbered(seed: int, first_seq: int, count: int) -> list[bytes]:
+                return [
+                    bytes([(first_seq + i) % 256]) + p[1:]
+                    for i, p in enumerate(packets_for(seed, count, 3200))
+                ]
+
+            # Baseline phase: the same sessions, no fault; the fine phone at 20 packets a second.
+            calm = numbered(3, 0, 40)
+            before, deepest_before = await measured_phase(fine_phone, calm, 0.05, fine, fine_session)
+            # Fault phase: the stuck cloud's phone sends 10x real time (100 ms of audio every 10 ms)
+            # for 4 s while the fine phone goes on as before.
             flood = packets_for(1, 400, size=3200)
-            normal = packets_for(2, 40, size=3200)
-            async with trio.open_nursery() as senders:
-                senders.start_soon(aio_as_trio(participants.send_packets), stuck_phone, flood, 0.01, True)
-                senders.start_soon(aio_as_trio(participants.send_packets), fine_phone, normal, 0.1, True)
+
+            async def fault() -> None:
+                await aio_as_trio(participants.send_packets)(stuck_phone, flood, 0.01, True)
+
+            normal = numbered(2, 40, 80)  # 4 s: as long as the flood
+            during, deepest_during = await measured_phase(fine_phone, normal, 0.05, fine, fine_session, fault)
             stuck = bridge.state.registry.get("stuck")
             queue = stuck.mic.queue
             # Reliable packets all arrive, the last ones a moment after the phone's send returned.
@@ -194,11 +209,21 @@ async def test_a_cloud_that_stops_reading_costs_bounded_memory_and_nobody_else_a
                 f"stuck session: {stuck.mic.data_packets} packets in, queue {queue.queued_bytes} B "
                 f"(bound {queue.max_bytes}), dropped {queue.dropped_chunks}"
             )
+            print(
+                f"fine session, room->cloud: without the fault {before}, queue <= {deepest_before}; "
+                f"during it {during}, queue <= {deepest_during}"
+            )
             assert stuck.mic.data_packets == len(flood)
             assert queue.queued_bytes <= queue.max_bytes and queue.dropped_chunks > 0
-            expected = b"".join(p[1:] for p in normal)
+            # Nobody else pays: the fine session's latency and queue stay what they were without
+            # the fault, within scheduling noise on a loaded 2-core machine.
+            assert during.p50_ms <= before.p50_ms + 15, (before, during)
+            assert during.p99_ms <= before.p99_ms + 60, (before, during)
+            assert deepest_during <= max(deepest_before, 2) + 2, (deepest_before, deepest_during)
+            expected = b"".join(p[1:] for p in calm + normal)
             await wait_until(lambda: len(fine.pcm) >= len(expected), what="the other session's audio")
             assert fine.pcm == expected
+            assert fine_session.mic.queue.dropped_chunks == 0
             for user in ("stuck", "fine"):
                 await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))
             nursery.cancel_scope.cancel()

@@ -3,11 +3,17 @@ the cloud's StreamAudio call received the chunk carrying the same bytes."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import trio
+from trio_asyncio import aio_as_trio
 
 from bridge.testing.cloud import CloudStream
+from support import participants
+from support.flows import wait_until
 
 
 @dataclass(frozen=True)
@@ -37,3 +43,45 @@ def room_to_cloud_latency(packets: list[bytes], sent_at: list[float], cloud: Clo
         float(np.percentile(delays, 99)),
         float(delays.max()),
     )
+
+
+class QueueWatch:
+    """Samples a session's cloud-queue depth while it runs; ``deepest`` is the most it held."""
+
+    def __init__(self, session: Any) -> None:
+        self.session, self.deepest = session, 0
+
+        self.scope = trio.CancelScope()
+
+    async def run(self) -> None:
+        with self.scope:
+            while True:
+                self.deepest = max(self.deepest, self.session.mic.queue.depth)
+                await trio.sleep(0.005)
+
+
+async def measured_phase(
+    phone: Any,
+    packets: list[bytes],
+    interval_s: float,
+    cloud: CloudStream,
+    session: Any,
+    during: Callable[[], Awaitable[object]] | None = None,
+) -> tuple[Latency, int]:
+    """The phone sends ``packets`` (reliable, ``interval_s`` apart) to ``session``, with ``during``
+    running alongside (a fault; the phase lasts until both are done); returns the packets'
+    room->cloud latency and the session's deepest queue meanwhile."""
+    sent_at: list[float] = []
+    watch = QueueWatch(session)
+    async with trio.open_nursery() as phase:
+        phase.start_soon(watch.run)
+        if during is not None:
+            phase.start_soon(during)
+        await aio_as_trio(participants.send_packets)(phone, packets, interval_s, True, sent_at)
+        tail = [p[1:] for p in packets[-3:]]
+        await wait_until(
+            lambda: all(pcm in {c.pcm_data for c in cloud.received[-50:]} for pcm in tail),
+            what="the phase's last packets at the cloud",
+        )
+        watch.scope.cancel()
+    return room_to_cloud_latency(packets, sent_at, cloud), watch.deepest
