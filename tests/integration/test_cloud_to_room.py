@@ -58,7 +58,21 @@ async def test_tones_streamed_on_tracks_0_and_2_reach_a_listener_on_two_tracks(b
                 ),
                 what="both tracks at the listener",
             )
-            await trio.sleep(0.7)  # let the tails play out
+            # The tails played out: the bridge has read every chunk and both tracks' queues are
+            # empty; then the listener has received frames past that moment.
+            session = bridge.state.registry.get(user)
+            await wait_until(
+                lambda: (
+                    session.stream.counters.chunks_from_cloud == len(low) + len(high)
+                    and all(p.queued_seconds == 0 for p in session.tracks.published.values())
+                ),
+                what="both tracks played out at the bridge",
+            )
+            played_out = time.monotonic()
+            await wait_until(
+                lambda: all(listener.heard_after(n, played_out + 0.2) for n in ("speaker", "tts")),
+                what="the tails at the listener",
+            )
             for name, freq in (("speaker", 440), ("tts", 880)):
                 samples = listener.samples(name)
                 audible = loud_segment(samples)
