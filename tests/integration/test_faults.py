@@ -245,9 +245,12 @@ async def test_a_cloud_that_stops_reading_costs_bounded_memory_and_nobody_else_a
             assert stuck.mic.data_packets == len(flood)
             assert queue.queued_bytes <= queue.max_bytes and queue.dropped_chunks > 0
             # Nobody else pays: the fine session's latency and queue stay what they were without
-            # the fault, within scheduling noise on a loaded 2-core machine.
+            # the fault. Margins: the median may move by scheduling noise (+15 ms); the tail also
+            # carries the flood's own CPU cost in this one Python thread, which runs the test's phones
+            # as well as the bridge (measured +0..+90 ms at p99 on a loaded 2-core machine): +150 ms.
+            # A data callback that blocks 20 ms per dropped chunk costs +20 ms p50 / +400 ms p99.
             assert during.p50_ms <= before.p50_ms + 15, (before, during)
-            assert during.p99_ms <= before.p99_ms + 60, (before, during)
+            assert during.p99_ms <= before.p99_ms + 150, (before, during)
             assert deepest_during <= max(deepest_before, 2) + 2, (deepest_before, deepest_during)
             expected = b"".join(p[1:] for p in calm + normal)
             await wait_until(lambda: len(fine.pcm) >= len(expected), what="the other session's audio")

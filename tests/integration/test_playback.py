@@ -29,6 +29,9 @@ from support.playback import EventType, PlaybackCall
 pytestmark = pytest.mark.livekit
 
 RATE = 48000
+STOP_SILENT_S = 0.22
+"""After StopAudio, the last loud frame at the listener comes sooner than this: less than the track's
+queue (BRIDGE_PUBLISH_QUEUE_MS = 200 ms) + 20 ms, so its queued audio was dropped, not played out."""
 
 
 @pytest.fixture(scope="module")
@@ -119,18 +122,21 @@ async def test_a_wav_plays_in_real_time_and_completed_comes_after_it_has_played(
         await wait_until(lambda: listener.heard_after("speaker", completed + 0.3), what="the tail heard")
         heard = loud_segment(listener.samples("speaker"))
         assert abs(dominant_frequency(heard, RATE) - 440) < 3
-        assert 1.7 <= len(heard) / RATE <= 2.1  # the first frames may go while the listener subscribes
+        # The first frames may go while the listener subscribes; under load the listener's jitter buffer
+        # stretches what it plays (measured up to 2.12 s on a loaded 2-core machine).
+        assert 1.7 <= len(heard) / RATE <= 2.25, len(heard) / RATE
         # COMPLETED against what the listener heard: not before the last loud frame could have left
-        # the bridge (the WebRTC path to the listener is tens of ms), not long after it.
+        # the bridge (the WebRTC path to the listener: ~55 ms idle, up to ~170 ms under load), not
+        # long after it. COMPLETED without waiting for the track's queue comes ~255 ms early (idle).
         loud = listener.loud_times("speaker")
         heard_s = loud[-1] - loud[0]
         print(
             f"heard {heard_s:.3f} s of audio; COMPLETED {1000 * (completed - loud[-1]):+.0f} ms from the "
             f"last loud frame, {1000 * (completed - loud[0]):.0f} ms after the first"
         )
-        assert 1.7 <= heard_s <= 2.1, heard_s
-        assert loud[-1] - 0.15 <= completed <= loud[-1] + 0.5, completed - loud[-1]
-        assert heard_s - 0.15 <= completed - loud[0] <= heard_s + 0.5, (completed - loud[0], heard_s)
+        assert 1.7 <= heard_s <= 2.25, heard_s
+        assert loud[-1] - 0.2 <= completed <= loud[-1] + 0.5, completed - loud[-1]
+        assert heard_s - 0.2 <= completed - loud[0] <= heard_s + 0.5, (completed - loud[0], heard_s)
         stats = stage.bridge.state.registry.playback.stats
         assert stats.started == 1 and stats.completed == 1 and len(stats.first_frame_latencies_ms) == 1
 
@@ -208,7 +214,9 @@ async def test_stop_silences_the_track_promptly_and_reports_the_stopped_request(
         assert listener.loud_between("speaker", stop_sent - 0.2, stop_sent), "nothing heard before the stop"
         last_loud = max(listener.loud_times("speaker"))
         print(f"last loud frame {1000 * (last_loud - stop_sent):.0f} ms after StopAudio was sent")
-        assert last_loud - stop_sent < 0.100 + 0.060  # 100 ms at the bridge, + the WebRTC path on loopback
+        # Less than the track's queue (200 ms) + 20 ms: the queued audio was dropped, not played out.
+        # Measured ~55 ms idle, up to 169 ms on a loaded 2-core machine; 270+ ms without clear_queue.
+        assert last_loud - stop_sent < STOP_SILENT_S, last_loud - stop_sent
         assert stage.bridge.state.registry.playback.stats.cancelled == 1
 
 
@@ -238,7 +246,7 @@ async def test_stop_by_track_and_stop_everything_silence_those_tracks_and_list_w
             what="listening on after the stop by track",
         )
         assert listener.loud_between("app_audio", by_track_sent - 0.2, by_track_sent), "track 1 unheard"
-        assert max(listener.loud_times("app_audio")) - by_track_sent < 0.16
+        assert max(listener.loud_times("app_audio")) - by_track_sent < STOP_SILENT_S
         for other in ("speaker", "tts"):  # the other tracks play on
             assert listener.loud_between(other, by_track_sent + 0.2, by_track_sent + 0.4), other
 
@@ -255,7 +263,7 @@ async def test_stop_by_track_and_stop_everything_silence_those_tracks_and_list_w
         )
         for name in ("speaker", "tts"):
             assert listener.loud_between(name, everything_sent - 0.2, everything_sent), name
-            assert max(listener.loud_times(name)) - everything_sent < 0.16, name
+            assert max(listener.loud_times(name)) - everything_sent < STOP_SILENT_S, name
         assert not stage.bridge.state.registry.get(stage.user).playbacks.playing
 
 
