@@ -221,3 +221,58 @@ async def test_a_cloud_cannot_run_more_than_a_few_seconds_ahead_of_real_time(bri
     with trio.fail_after(60):
         fast, _ = await _send_until_slowed(bridge, "ahead-cloud-user")
         assert fast <= 5, f"the cloud ran {fast} s of audio ahead of real time before it was slowed"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found for issue #17: grpclib's connection window (4 MiB) equals its stream window, so one stream "
+    "backed up by a cloud running ahead exhausts the connection's window and another user's send on the "
+    "same connection waits for the backed-up stream to be read (measured ~1 s)",
+)
+async def test_one_users_backlog_does_not_stall_another_users_sends_on_the_same_connection(bridge) -> None:  # type: ignore[no-untyped-def]
+    """HTTP/2's connection window is shared by every stream of the cloud's one connection, and the
+    bridge acknowledges data as its handlers read it: a user whose cloud runs ahead of real time (its
+    stream backed up) must not hold up another user's real-time sends on the same connection."""
+    with trio.fail_after(60):
+        assert (await join(bridge, "backlog-user", new_room())).success
+        assert (await join(bridge, "bystander-user", new_room())).success
+        backlog = CloudStream(bridge.channel, "backlog-user")
+        bystander = CloudStream(bridge.channel, "bystander-user")
+        second = sine(440, 1.0, 16000, amplitude=0.1).tobytes()
+        chunk = AudioChunk(pcm_data=second, sample_rate=16000, channels=1, track_id=0)
+        backed_up = trio.Event()
+
+        async def run_ahead() -> None:  # sends as fast as it may, for good
+            while True:
+                sent_at = time.monotonic()
+                await aio_as_trio(backlog.send)(chunk)
+                if time.monotonic() - sent_at > 0.5:
+                    backed_up.set()
+
+        async with trio.open_nursery() as nursery:
+            for stream in (backlog, bystander):
+                nursery.start_soon(aio_as_trio(stream.run))
+                await stream.opened.wait()
+            ahead = trio.CancelScope()
+
+            async def running_ahead() -> None:
+                with ahead:
+                    await run_ahead()
+
+            nursery.start_soon(running_ahead)
+            await backed_up.wait()
+            durations = []
+            next_send = trio.current_time()
+            for _ in range(30):  # the bystander: 3 s of audio at real time, 100 ms per message
+                small = AudioChunk(pcm_data=second[:3200], sample_rate=16000, channels=1, track_id=0)
+                sent_at = time.monotonic()
+                await aio_as_trio(bystander.send)(small)
+                durations.append(time.monotonic() - sent_at)
+                next_send += 0.1
+                await trio.sleep_until(next_send)  # real-time pacing of the bystander's sends
+            ahead.cancel()
+            print(f"bystander's sends while another stream was backed up: max {max(durations):.3f} s")
+            for user in ("backlog-user", "bystander-user"):
+                await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))
+            nursery.cancel_scope.cancel()
+        assert max(durations) < 0.1, durations
