@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 
 import numpy as np
 import pytest
@@ -430,14 +431,21 @@ async def test_a_fault_in_a_session_task_ends_that_session_only_and_leaves_nothi
 
             faulty.mic.stop_reading = broken  # the room's track_subscribed event calls it
 
+            failed_at: list[float] = []
+
             async def fault() -> None:
                 # The faulty session's phone publishes a track: its session's event task raises.
                 tone = sine(440, 0.2, 48000)  # short: only its publication matters
                 await aio_as_trio(participants.publish_tone)(faulty_phone, tone, 48000)
+                await faulty.closed.wait()
+                failed_at.append(time.monotonic())
 
+            sent_at: list[float] = []
             during, deepest_during = await measured_phase(
-                healthy_phone, mic_packets(50, 50), 0.02, cloud, healthy, during=fault
+                healthy_phone, mic_packets(50, 150), 0.02, cloud, healthy, during=fault, sent_at=sent_at
             )
+            # The fault happened while the healthy phone was sending: the phase measured it.
+            assert failed_at and sent_at[0] < failed_at[0] < sent_at[-1] - 0.3, (failed_at, sent_at[::50])
             await faulty.closed.wait()
             assert faulty.close_reason is CloseReason.FAILED, faulty.close_reason
             assert "injected fault" in faulty.close_detail and faulty.failures == 1

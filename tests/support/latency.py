@@ -67,11 +67,12 @@ async def measured_phase(
     cloud: CloudStream,
     session: Any,
     during: Callable[[], Awaitable[object]] | None = None,
+    sent_at: list[float] | None = None,
 ) -> tuple[Latency, int]:
     """The phone sends ``packets`` (reliable, ``interval_s`` apart) to ``session``, with ``during``
     running alongside (a fault; the phase lasts until both are done); returns the packets'
     room->cloud latency and the session's deepest queue meanwhile."""
-    sent_at: list[float] = []
+    sent_at = [] if sent_at is None else sent_at  # when each packet was sent (monotonic)
     watch = QueueWatch(session)
     async with trio.open_nursery() as phase:
         phase.start_soon(watch.run)
