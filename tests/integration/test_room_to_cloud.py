@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import trio
+import trio.lowlevel
 from trio_asyncio import aio_as_trio
 
 from audio_checks import dominant_frequency, loud_segment, rms, sine
@@ -135,11 +136,17 @@ async def test_target_identity_selects_the_phone_and_an_empty_target_takes_every
             await wait_until(
                 lambda: len(everyone.pcm) >= len(phone_pcm) + len(other_pcm), what="everyone's audio"
             )
-            await trio.sleep(0.3)  # anything wrongly forwarded would arrive by now
+            session = bridge.state.registry.get(phone_id)
+            # The filtered session has seen the other participant's packets too (and ignored them):
+            # anything it wrongly forwarded would be queued for its stream by now.
+            await wait_until(
+                lambda: session.mic.data_packets_ignored == len(other_packets), what="other's packets seen"
+            )
+            await wait_until(lambda: len(filtered.pcm) >= len(phone_pcm), what="the phone's audio")
+            await wait_until(lambda: session.mic.queue.depth == 0, what="the filtered queue drained")
             assert filtered.pcm == phone_pcm  # in arrival order, the other participant filtered out
             assert everyone.pcm == phone_pcm + other_pcm
 
-            session = bridge.state.registry.get(phone_id)
             assert session.mic.sequence_totals() == {
                 "received": 5,
                 "lost": 0,
@@ -155,10 +162,72 @@ async def test_target_identity_selects_the_phone_and_an_empty_target_takes_every
 
 
 async def test_every_session_room_receives_only_its_own_room_events(bridge) -> None:  # type: ignore[no-untyped-def]
+    """The effect of the per-room event filter (livekit_io/ffi_filter.py), not its flag: while a phone
+    sends packets in room 0, the SDK hands room 1's queue none of room 0's events (without the
+    filter, every event of every room in the process is put on every room's queue)."""
     with trio.fail_after(30):
+        lk = bridge.livekit
         rooms = [new_room() for _ in range(2)]
+        phone = await aio_as_trio(participants.connect)(lk.url, lk.token("filter-0", rooms[0]))
         for i, room in enumerate(rooms):
             assert (await join(bridge, f"filter-{i}", room)).success
-        assert all(s.room.events_filtered for s in bridge.state.registry.sessions())
+        sender, other = bridge.state.registry.get("filter-0"), bridge.state.registry.get("filter-1")
+        other_room = other.room.room
+        own_handle = other_room._ffi_handle.handle
+        queue = other_room._ffi_queue
+        put_nowait = queue.put_nowait
+        own, foreign = [0], [0]
+
+        def counting_put(event):  # type: ignore[no-untyped-def]
+            if event.WhichOneof("message") == "room_event":
+                (own if event.room_event.room_handle == own_handle else foreign)[0] += 1
+            return put_nowait(event)
+
+        queue.put_nowait = counting_put  # the SDK looks it up for every event it delivers
+        try:
+            await aio_as_trio(participants.wait_for_participant)(phone, "bridge-filter-0")
+            packets = [bytes([i]) + packet_payload(i) for i in range(20)]
+            await aio_as_trio(participants.send_packets)(phone, packets, 0.01, True)
+            # Room 0's session has handled every packet: whatever the SDK delivered to room 1 for
+            # them was put on its queue before (one put, scheduled in order, per subscriber).
+            await wait_until(lambda: sender.mic.data_packets == len(packets), what="room 0's packets")
+            await trio.lowlevel.checkpoint()
+        finally:
+            del queue.put_nowait
+        print(f"room 1's queue got {foreign[0]} events of other rooms and {own[0]} of its own")
+        assert foreign[0] == 0, f"room 1 was woken by {foreign[0]} events of other rooms"
+        assert other.mic.data_packets == 0
         for i in range(2):
             await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=f"filter-{i}"))
+        await aio_as_trio(participants.disconnect)(phone)
+
+
+async def test_room_audio_is_buffered_while_no_stream_is_attached_and_delivered_to_the_next(bridge) -> None:  # type: ignore[no-untyped-def]
+    """Packets that arrive while the session has no StreamAudio call (before the first one, and
+    between a call the cloud dropped and the next) are queued and delivered, byte-exact, to the next."""
+    with trio.fail_after(45):
+        user, room = "buffer-user", new_room()
+        phone = await aio_as_trio(participants.connect)(bridge.livekit.url, bridge.token(user, room))
+        baseline = await bridge.census()
+        assert (await join(bridge, user, room)).success
+        session: BridgeSession = bridge.state.registry.get(user)
+        await aio_as_trio(participants.wait_for_participant)(phone, f"bridge-{user}")
+
+        for round_, first in enumerate((0, 10)):
+            packets = [bytes([i]) + packet_payload(i) for i in range(first, first + 10)]
+            assert not session.stream.attached
+            await aio_as_trio(participants.send_packets)(phone, packets, 0.01, True)
+            await wait_until(lambda: session.mic.data_packets == first + 10, what="packets at the bridge")  # noqa: B023
+            assert session.mic.queue.depth == 10, session.mic.queue.depth  # held for the next stream
+            cloud = CloudStream(bridge.channel, user)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(aio_as_trio(cloud.run))
+                expected = b"".join(p[1:] for p in packets)
+                await wait_until(lambda: len(cloud.pcm) >= len(expected), what=f"round {round_}'s audio")  # noqa: B023
+                assert cloud.pcm == expected
+                nursery.cancel_scope.cancel()  # the cloud drops the call: the session stays
+            await wait_until(lambda: not session.stream.attached, what="stream detached")
+        assert session.mic.queue.dropped_chunks == 0
+        assert (await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))).success
+        await assert_back_to(baseline)
+        await aio_as_trio(participants.disconnect)(phone)

@@ -68,8 +68,11 @@ async def test_health_reflection_and_healthcheck_counters(bridge) -> None:  # ty
 
         user, room = "health-user", new_room()
         assert (await join(bridge, user, room)).success
-        await trio.sleep(1.1)
         health = await aio_as_trio(bridge.stub.health_check)(HealthCheckRequest())
+        with trio.fail_after(5):  # the uptime counts in whole seconds: poll until it reaches 1
+            while health.uptime_seconds < 1:
+                await trio.sleep(0.05)
+                health = await aio_as_trio(bridge.stub.health_check)(HealthCheckRequest())
         assert health.status is HealthCheckResponseServingStatus.SERVING
         assert health.active_sessions == 1 and health.uptime_seconds >= 1
         assert int(health.metadata["trio_tasks"]) > 0 and int(health.metadata["asyncio_tasks"]) > 0
@@ -153,7 +156,9 @@ async def test_sigterm_drains_live_sessions_with_unavailable_and_exits_zero(  # 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(aio_as_trio(cloud.run))
                 await cloud.opened.wait()
-                await trio.sleep(0.3)
+                with trio.fail_after(5):  # the stream attached at the bridge, not merely sent
+                    while (await aio_as_trio(stub.health_check)(HealthCheckRequest())).active_streams < 1:
+                        await trio.sleep(0.02)
                 sent_at = trio.current_time()
                 process.send_signal(signal.SIGTERM)
                 await cloud.ended.wait()
@@ -213,7 +218,14 @@ async def _silent_streams(channel: Channel, count: int, opened: trio.Event, stat
             statuses.append(err.status)
 
     tasks = [asyncio.ensure_future(one()) for _ in range(count)]
-    await asyncio.sleep(0.5)
+
+    def served() -> int:  # the server's handler tasks for these calls (grpclib's request_handler)
+        return sum(
+            1 for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "request_handler"
+        )
+
+    while served() < count:  # every call open at the server, not merely sent by the client
+        await asyncio.sleep(0.01)
     opened.set()
     await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -228,7 +240,8 @@ async def test_one_connection_carries_more_than_100_streams_and_silent_ones_are_
             opened, statuses = trio.Event(), list[object]()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(aio_as_trio(_silent_streams), bridge.channel, 150, opened, statuses)
-                await opened.wait()
+                with trio.fail_after(10):  # all 150 open at the server (a cap of 100 never gets there)
+                    await opened.wait()
                 # 150 open calls on this connection, and it still answers (h2's default limit is 100).
                 with trio.fail_after(1.5):
                     health = await aio_as_trio(bridge.stub.health_check)(HealthCheckRequest())

@@ -365,13 +365,22 @@ class Churn:
         if kind == "drop_stream":
             self.chunks_to_cloud += len(stream.received)
             self.outcomes["stream dropped by the client"] += 1
-            # No call for this user now (GetStatus would count as activity): the idle TTL must reap it.
-            await trio.sleep(IDLE_TTL_S + 2.0)
-            status = await aio_as_trio(self.bridge.stub.get_status)(
-                BridgeStatusRequest(user_id=self.user(slot)), timeout=RPC_TIMEOUT_S
-            )
-            if status.connected:
+            # No call for this user now: the idle TTL must reap it. GetStatus is read-only (it does
+            # not reset the TTL), so polling it watches for the reaping without delaying it. (While
+            # the reaped session is still cleaning up, GetStatus answers with the tombstone of this
+            # user's previous session: test_lifecycle pins that; here we wait for the reaping's own.)
+            dropped_at = trio.current_time()
+            with trio.move_on_after(IDLE_TTL_S + 5.0):
+                while (
+                    status := await aio_as_trio(self.bridge.stub.get_status)(
+                        BridgeStatusRequest(user_id=self.user(slot)), timeout=RPC_TIMEOUT_S
+                    )
+                ).connected or "no stream, playback or call" not in status.last_disconnect_reason:
+                    await trio.sleep(0.1)
+            if status.connected or "no stream, playback or call" not in status.last_disconnect_reason:
                 raise RuntimeError("the idle TTL did not close a session whose stream was dropped")
+            if trio.current_time() - dropped_at < IDLE_TTL_S - 0.2:
+                raise RuntimeError("a session whose stream was dropped was reaped before its idle TTL")
             self.outcomes[f"reaped: {status.last_disconnect_reason}"] += 1
 
     async def slot(self, slot: int, deadline: float) -> None:

@@ -33,10 +33,19 @@ async def wait_for_participant(room: rtc.Room, identity: str, timeout: float = 1
 
 
 async def send_packets(
-    room: rtc.Room, packets: list[bytes], interval_s: float, reliable: bool = False
+    room: rtc.Room,
+    packets: list[bytes],
+    interval_s: float,
+    reliable: bool = False,
+    sent_at: list[float] | None = None,
 ) -> None:
-    """Publish each packet ``interval_s`` apart, lossy like the phone's microphone unless ``reliable``."""
+    """Publish each packet ``interval_s`` apart, lossy like the phone's microphone unless ``reliable``.
+
+    ``sent_at`` (if given) receives the ``time.monotonic()`` at which each packet was handed to the SDK.
+    """
     for packet in packets:
+        if sent_at is not None:
+            sent_at.append(time.monotonic())
         await room.local_participant.publish_data(packet, reliable=reliable)
         await asyncio.sleep(interval_s)
 
@@ -77,6 +86,22 @@ class Listener:
         """Arrival times of the frames of ``name`` whose peak is above ``threshold``."""
         frames, times = self.recordings.get(name, []), self.arrivals.get(name, [])
         return [t for frame, t in zip(frames, times, strict=True) if np.abs(frame).max(initial=0) > threshold]
+
+    def heard_after(self, name: str, at: float) -> bool:
+        """Whether a frame of ``name`` (loud or not) arrived after ``at``: the listener was still
+        listening then. A remote track keeps delivering frames (silence included) while subscribed."""
+        times = self.arrivals.get(name, [])
+        return bool(times) and times[-1] > at
+
+    def loud_between(self, name: str, start: float, end: float, threshold: int = 1000) -> list[float]:
+        """Arrival times of loud frames of ``name`` within [start, end]."""
+        return [t for t in self.loud_times(name, threshold) if start <= t <= end]
+
+    def samples_between(self, name: str, start: float, end: float) -> npt.NDArray[np.int16]:
+        """The frames of ``name`` that arrived within [start, end], joined."""
+        frames, times = self.recordings.get(name, []), self.arrivals.get(name, [])
+        chosen = [frame for frame, t in zip(frames, times, strict=True) if start <= t <= end]
+        return np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int16)
 
     def samples(self, name: str) -> npt.NDArray[np.int16]:
         frames = self.recordings.get(name, [])
@@ -144,3 +169,8 @@ async def list_identities(http_url: str, api_key: str, api_secret: str, room: st
         return [p.identity for p in reply.participants]
     finally:
         await lkapi.aclose()
+
+
+async def bridge_identities(http_url: str, api_key: str, api_secret: str, room: str) -> list[str]:
+    """Participants of ours (``bridge-*``) the server still has in ``room``: [] after every teardown."""
+    return [i for i in await list_identities(http_url, api_key, api_secret, room) if i.startswith("bridge-")]

@@ -40,6 +40,11 @@ class PlaybackCall:
         return [event.type for _, event in self.events]
 
     @property
+    def terminal_count(self) -> int:
+        """COMPLETED and FAILED events this call received: exactly 1 for every call."""
+        return sum(1 for _, event in self.events if event.type in (EventType.COMPLETED, EventType.FAILED))
+
+    @property
     def terminal(self) -> PlayAudioEvent:
         return self.events[-1][1]
 

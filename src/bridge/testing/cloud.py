@@ -6,6 +6,7 @@ grpclib is asyncio code: every coroutine here runs on the asyncio side (call it 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import grpclib.const
@@ -26,6 +27,8 @@ class CloudStream:
     channel: Channel
     user_id: str
     received: list[AudioChunk] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
+    """``time.monotonic()`` at which each chunk of ``received`` arrived."""
     opened: trio.Event = field(default_factory=trio.Event)
     ended: trio.Event = field(default_factory=trio.Event)
     status: Status | None = None
@@ -47,6 +50,7 @@ class CloudStream:
                 self.opened.set()
                 while (message := await stream.recv_message()) is not None:
                     self.received.append(message)
+                    self.arrivals.append(time.monotonic())
                 await stream.end()
                 await stream.recv_trailing_metadata()  # raises GRPCError unless the status is OK
                 self.status = Status.OK
