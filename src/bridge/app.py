@@ -47,7 +47,7 @@ from .rpc.server import BoundedHealth, BridgeServer
 from .rpc.service import LiveKitBridgeService
 from .session import CloseReason, RoomFactory
 from .state import BridgeState
-from .version import VERSION
+from .version import __version__
 
 __all__ = ["BridgeState", "serve"]  # BridgeState lives in state.py; re-exported for callers
 
@@ -219,7 +219,7 @@ async def _serve(
                 state.metrics_port = await _start_metrics(sessions_nursery, metrics, registry, config)
             log.info(
                 "livekit-bridge %s listening on %s (%s); capacity %d sessions",
-                VERSION,
+                __version__,
                 state.address,
                 describe_protection(config),
                 state.registry.capacity,

@@ -69,3 +69,6 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # hpack logs every decoded header at DEBUG, `authorization: Bearer …` included: our handler would
+    # redact it, but any other handler an embedding program adds would not. Keep it out at the source.
+    logging.getLogger("hpack").setLevel(max(logging.INFO, root.level))

@@ -211,24 +211,12 @@ async def test_a_cloud_sending_faster_than_real_time_is_slowed_to_real_time(brid
         assert 5 * 0.8 <= sum(last) <= 5 * 1.3, last
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="grpclib's default HTTP/2 windows (4 MiB per stream and connection) hold ~131 s of 16 kHz "
-    "cloud audio before any backpressure; that audio is not the track's queue, so StopAudio and "
-    "barge-in cannot drop it (issue #17 report)",
-)
 async def test_a_cloud_cannot_run_more_than_a_few_seconds_ahead_of_real_time(bridge) -> None:  # type: ignore[no-untyped-def]
     with trio.fail_after(60):
         fast, _ = await _send_until_slowed(bridge, "ahead-cloud-user")
         assert fast <= 5, f"the cloud ran {fast} s of audio ahead of real time before it was slowed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found for issue #17: grpclib's connection window (4 MiB) equals its stream window, so one stream "
-    "backed up by a cloud running ahead exhausts the connection's window and another user's send on the "
-    "same connection waits for the backed-up stream to be read (measured ~1 s)",
-)
 async def test_one_users_backlog_does_not_stall_another_users_sends_on_the_same_connection(bridge) -> None:  # type: ignore[no-untyped-def]
     """HTTP/2's connection window is shared by every stream of the cloud's one connection, and the
     bridge acknowledges data as its handlers read it: a user whose cloud runs ahead of real time (its

@@ -550,11 +550,6 @@ async def test_room_events_after_the_session_stopped_listening_are_counted_not_r
         assert await _ours_in(lk, room) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by issue #17's soak change: while a session cleans up, registry.get raises and GetStatus "
-    "answers with the tombstone of the user's PREVIOUS session (its reason and time), see the report",
-)
 async def test_get_status_during_a_sessions_cleanup_does_not_report_an_older_sessions_end(bridge) -> None:  # type: ignore[no-untyped-def]
     with trio.fail_after(30):
         user, room = "stale-status-user", new_room()

@@ -78,3 +78,14 @@ def test_a_newline_in_a_user_supplied_field_cannot_forge_a_text_log_line(log_out
     assert len(records) == 2, lines
     assert "user_id=u1\\n2026-01-01" in records[0] and "bad\\r\\nthing" in records[0]
     assert all(line.startswith("    | ") for line in lines if "forged" in line or "admin" in line[:40])
+
+
+def test_hpack_never_logs_decoded_headers_whatever_the_level() -> None:
+    # hpack logs each decoded header (authorization included) at DEBUG.
+    configure_logging("DEBUG", "text")
+    try:
+        assert not logging.getLogger("hpack").isEnabledFor(logging.DEBUG)
+        assert logging.getLogger("bridge").isEnabledFor(logging.DEBUG)
+    finally:
+        logging.getLogger().handlers.clear()
+        logging.getLogger().setLevel(logging.WARNING)
