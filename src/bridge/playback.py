@@ -14,6 +14,7 @@ waits, the HTTP download waits with it, and memory stays bounded whatever the fi
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -23,7 +24,6 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from ._gen.mentra.livekit.bridge import PlayAudioEvent, PlayAudioEventEventType
 from .audio import FrameChunker, StreamResampler, apply_gain
 from .audio.decode import SNIFF_BYTES, DecodedAudio, DecodeError, UnsupportedFormatError, open_decoder
 from .fetch import Fetcher
@@ -41,6 +41,8 @@ from .livekit_io.outbound import TrackPublisher, TrackPublishError
 __all__ = [
     "ErrorCode",
     "PlaybackError",
+    "PlaybackEvent",
+    "PlaybackEventKind",
     "PlaybackEvents",
     "PlaybackLimits",
     "PlaybackObserver",
@@ -114,8 +116,25 @@ _FETCH_ERROR_CODES: dict[type[FetchError], str] = {
 """Every other FetchError is ``fetch_failed``."""
 
 
-def _event(kind: PlayAudioEventEventType, request_id: str, **fields: object) -> PlayAudioEvent:
-    return PlayAudioEvent(type=kind, request_id=request_id, **fields)  # type: ignore[arg-type]
+class PlaybackEventKind(enum.Enum):
+    STARTED = "started"
+    PROGRESS = "progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackEvent:
+    """One event of a playback, as the domain knows it (rpc/service.py turns it into a PlayAudioEvent)."""
+
+    kind: PlaybackEventKind
+    request_id: str
+    duration_ms: int = 0
+    position_ms: int = 0
+    code: str = ""
+    """FAILED only: the stable code (ErrorCode)."""
+    detail: str = ""
+    """FAILED only: what went wrong, for people."""
 
 
 @dataclass(eq=False)
@@ -126,59 +145,50 @@ class PlaybackEvents:
     """
 
     request_id: str
-    _queue: deque[PlayAudioEvent] = field(default_factory=deque)
+    _queue: deque[PlaybackEvent] = field(default_factory=deque)
     _waiter: asyncio.Future[None] | None = None
     finished: bool = False
     started_at: float | None = None
     """``time.monotonic()`` when the first frame went to the track (for the first-frame latency)."""
-    terminal: PlayAudioEvent | None = None
-    failure_code: str | None = None
-    """The FAILED event's code, once there is one (None while running and after COMPLETED)."""
+    terminal: PlaybackEvent | None = None
     position_ms: int = 0
     """The last position reported."""
 
+    @property
+    def failure_code(self) -> str | None:
+        """The FAILED event's code, once there is one (None while running and after COMPLETED)."""
+        terminal = self.terminal
+        return terminal.code if terminal is not None and terminal.kind is PlaybackEventKind.FAILED else None
+
     def emit_started(self, duration_ms: int = 0) -> None:
         self.started_at = time.monotonic()
-        self._put(_event(PlayAudioEventEventType.STARTED, self.request_id, duration_ms=duration_ms))
+        self._put(PlaybackEvent(PlaybackEventKind.STARTED, self.request_id, duration_ms=duration_ms))
 
     def emit_progress(self, position_ms: int, duration_ms: int) -> None:
         self.position_ms = position_ms
-        event = _event(
-            PlayAudioEventEventType.PROGRESS,
-            self.request_id,
-            position_ms=position_ms,
-            duration_ms=duration_ms,
+        event = PlaybackEvent(
+            PlaybackEventKind.PROGRESS, self.request_id, position_ms=position_ms, duration_ms=duration_ms
         )
-        if self._queue and self._queue[-1].type is PlayAudioEventEventType.PROGRESS:
+        if self._queue and self._queue[-1].kind is PlaybackEventKind.PROGRESS:
             self._queue[-1] = event
         else:
             self._put(event)
 
     def complete(self, duration_ms: int) -> bool:
         return self._finish(
-            _event(
-                PlayAudioEventEventType.COMPLETED,
-                self.request_id,
-                duration_ms=duration_ms,
-                position_ms=duration_ms,
+            PlaybackEvent(
+                PlaybackEventKind.COMPLETED, self.request_id, duration_ms=duration_ms, position_ms=duration_ms
             )
         )
 
     def fail(self, code: str, detail: str, position_ms: int = 0) -> bool:
-        if self.finished:
-            return False
-        self.failure_code = code
         return self._finish(
-            _event(
-                PlayAudioEventEventType.FAILED,
-                self.request_id,
-                error=f"{code}: {detail}",
-                position_ms=position_ms,
-                metadata={"code": code},
+            PlaybackEvent(
+                PlaybackEventKind.FAILED, self.request_id, position_ms=position_ms, code=code, detail=detail
             )
         )
 
-    def _finish(self, event: PlayAudioEvent) -> bool:
+    def _finish(self, event: PlaybackEvent) -> bool:
         """Queue the terminal event; False (and nothing queued) if there already is one."""
         if self.finished:
             return False
@@ -187,12 +197,12 @@ class PlaybackEvents:
         self._put(event)
         return True
 
-    def _put(self, event: PlayAudioEvent) -> None:
+    def _put(self, event: PlaybackEvent) -> None:
         self._queue.append(event)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def __aiter__(self) -> AsyncIterator[PlayAudioEvent]:
+    async def __aiter__(self) -> AsyncIterator[PlaybackEvent]:
         """Yield events until (and including) the terminal one."""
         while True:
             while not self._queue:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import trio
 from trio_asyncio import aio_as_trio
 
-from bridge._gen.mentra.livekit.bridge import PlayAudioEventEventType as T
+from bridge._gen.mentra.livekit.bridge import PlayAudioEventEventType
 from bridge.playback import ErrorCode, PlaybackEvents, PlaybackStats
+from bridge.playback import PlaybackEventKind as K
+from bridge.rpc.requests import play_audio_event
 
 
 async def _drain(events: PlaybackEvents) -> list[object]:
@@ -24,17 +26,27 @@ async def test_unread_progress_is_coalesced_and_only_the_first_terminal_event_co
     assert not events.fail(ErrorCode.STOPPED, "too late")
     with trio.fail_after(2):
         received = await aio_as_trio(_drain)(events)
-    assert [e.type for e in received] == [T.STARTED, T.PROGRESS, T.COMPLETED]  # type: ignore[attr-defined]
+    assert [e.kind for e in received] == [K.STARTED, K.PROGRESS, K.COMPLETED]  # type: ignore[attr-defined]
     assert received[1].position_ms == 300  # type: ignore[attr-defined]
 
 
-def test_failed_carries_its_code_in_the_error_and_the_metadata() -> None:
+def test_failed_carries_its_code_in_the_error_and_the_metadata_on_the_wire() -> None:
     events = PlaybackEvents("r2")
     assert events.fail(ErrorCode.HTTP_STATUS, "404 Not Found", position_ms=0)
-    assert events.terminal is not None
-    assert events.terminal.error == "http_status: 404 Not Found" and events.terminal.metadata == {
-        "code": "http_status"
-    }
+    assert events.terminal is not None and events.failure_code == "http_status"
+    wire = play_audio_event(events.terminal)
+    assert wire.type is PlayAudioEventEventType.FAILED and wire.request_id == "r2"
+    assert wire.error == "http_status: 404 Not Found" and wire.metadata == {"code": "http_status"}
+    completed = PlaybackEvents("r3")
+    assert completed.complete(1500) and completed.failure_code is None
+    assert completed.terminal is not None
+    done = play_audio_event(completed.terminal)
+    assert (done.type, done.duration_ms, done.error, done.metadata) == (
+        PlayAudioEventEventType.COMPLETED,
+        1500,
+        "",
+        {},
+    )
 
 
 def test_stats_count_cancelled_apart_from_failed() -> None:

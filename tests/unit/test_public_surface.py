@@ -34,7 +34,7 @@ SURFACE = {
         "samples_from_s16le",
         "split_sequence_byte",
     },
-    "bridge.rpc.requests": {"RequestTranslator", "StopRequest"},
+    "bridge.rpc.requests": {"RequestTranslator", "StopRequest", "play_audio_event"},
     "bridge.errors": {
         "AudioFormatError",
         "BridgeError",

@@ -1,4 +1,4 @@
-"""Protobuf requests -> domain requests, validated in one place.
+"""Protobuf requests -> domain requests, validated in one place (and domain events -> protobuf).
 
 Every handler turns its message into a domain value here before anything else sees it: required
 fields, sizes (limits.py), track ids, volume, URLs and the room-server allow-list. A malformed
@@ -16,18 +16,20 @@ from urllib.parse import urlsplit
 from .._gen.mentra.livekit.bridge import (
     JoinRoomRequest,
     LeaveRoomRequest,
+    PlayAudioEvent,
+    PlayAudioEventEventType,
     PlayAudioRequest,
     StopAudioRequest,
 )
 from ..config import BridgeConfig
 from ..errors import InvalidRequestError, NotAllowedError
 from ..limits import MAX_ID_CHARS, MAX_TOKEN_CHARS, MAX_URL_CHARS, check_length, clip
-from ..playback import PlaybackRequest
+from ..playback import PlaybackEvent, PlaybackEventKind, PlaybackRequest
 from ..room_url_policy import RoomUrlPolicy
 from ..session import JoinRequest
 from .stream_link import MAX_TRACK_ID
 
-__all__ = ["RequestTranslator", "StopRequest"]
+__all__ = ["RequestTranslator", "StopRequest", "play_audio_event"]
 
 _ROOM_URL_SCHEMES = ("ws", "wss", "http", "https")
 _AUDIO_URL_SCHEMES = ("http", "https")
@@ -111,3 +113,25 @@ class RequestTranslator:
             track_id=message.track_id,
             reason=clip(message.reason),
         )
+
+
+_EVENT_TYPES = {
+    PlaybackEventKind.STARTED: PlayAudioEventEventType.STARTED,
+    PlaybackEventKind.PROGRESS: PlayAudioEventEventType.PROGRESS,
+    PlaybackEventKind.COMPLETED: PlayAudioEventEventType.COMPLETED,
+    PlaybackEventKind.FAILED: PlayAudioEventEventType.FAILED,
+}
+
+
+def play_audio_event(event: PlaybackEvent) -> PlayAudioEvent:
+    """A playback event as the wire contract has it: FAILED carries ``error = "code: detail"`` and
+    ``metadata["code"]``."""
+    failed = event.kind is PlaybackEventKind.FAILED
+    return PlayAudioEvent(
+        type=_EVENT_TYPES[event.kind],
+        request_id=event.request_id,
+        duration_ms=event.duration_ms,
+        position_ms=event.position_ms,
+        error=f"{event.code}: {event.detail}" if failed else "",
+        metadata={"code": event.code} if failed else {},
+    )

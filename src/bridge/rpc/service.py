@@ -44,7 +44,7 @@ from ..playback import ErrorCode
 from ..state import BridgeState
 from ..version import VERSION
 from .calls import grpc_error, in_trio, stream_end_error
-from .requests import RequestTranslator
+from .requests import RequestTranslator, play_audio_event
 from .stream_link import GrpcCloudLink
 
 __all__ = ["SERVICE_NAME", "LiveKitBridgeService"]
@@ -193,7 +193,7 @@ class LiveKitBridgeService:
         playback = await in_trio(self._registry.play, user_id, request)
         try:
             async for event in playback.events:
-                await stream.send_message(event)
+                await stream.send_message(play_audio_event(event))
         finally:
             if not playback.events.finished:  # the cloud cancelled the call: stop what it asked for
                 playback.stop(ErrorCode.STOPPED, "the PlayAudio call was cancelled by the client")
