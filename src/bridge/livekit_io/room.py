@@ -48,7 +48,7 @@ def rtc_configuration() -> rtc.RtcConfiguration:
     sessions. Gathered once, a session holds 3 at any count (the signal WebSocket and one UDP socket
     per local address); the LiveKit-restart tests (the SDK's reconnect) pass with it. ICE servers
     stay the ones the LiveKit server sends (an empty list means those). ``tests/integration/
-    test_descriptors.py`` holds a session to ``capacity.FDS_PER_SESSION``; the numbers are in
+    test_descriptors.py`` holds a session to ``capacity.STEADY_FDS_PER_SESSION``; the numbers are in
     docs/design/lessons.md.
 
     Gathering once is not enough on its own: a connection still gathering when another room's
