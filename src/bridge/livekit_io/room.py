@@ -203,7 +203,8 @@ class RoomLink:
         options = rtc.RoomOptions(
             auto_subscribe=True,
             connect_timeout=timeout_s / _SDK_CONNECT_ATTEMPTS,
-            rtc_config=rtc_configuration(),
+            # Not rtc_configuration(): with ICE gathered once, the session came back deaf after a
+            # LiveKit restart in 2 of 4 runs (the SDK's own gathering: 0 of 5). See lessons.md.
         )
         connecting = asyncio.ensure_future(self._connect_in_turn(room, url, token, options))
         self._connecting, self._connect_timeout_s = connecting, timeout_s
