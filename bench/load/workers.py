@@ -30,7 +30,6 @@ import numpy as np
 from livekit import rtc
 
 from bench.load.traffic import HEADER, PCM_BYTES, PERIOD_S, silence_chunk, talkback_slots, tone_chunk
-from bridge.livekit_io.room import rtc_configuration
 
 ONSET_THRESHOLD = 4000
 """Peak (of int16 full scale) above which a received 10 ms frame counts as tone."""
@@ -262,7 +261,7 @@ class Floor:
             room = rtc.Room()
             room.on("data_received", on_data)
             # The bridge's WebRTC configuration (ICE gathered once), so both sides do the same work.
-            options = rtc.RoomOptions(auto_subscribe=True, rtc_config=rtc_configuration())
+            options = rtc.RoomOptions(auto_subscribe=True)  # as the bridge connects (SDK's ICE gathering)
             await room.connect(url, entry.token, options)
             entry.room = room
 
