@@ -8,9 +8,8 @@ bridge publishes a track), and the phone's microphone packets flowing to the clo
 The first session is opened before the baseline: the SDK's native runtime (its event loops,
 eventfds and sockets, ~10 descriptors kept for the life of the process) starts with the first room,
 and is the process's cost, not a session's. Then ``N`` more sessions join one after another and the
-count is read once it has stopped changing: ``capacity.STEADY_FDS_PER_SESSION`` must hold. (A burst
-of joins can hold more, up to ``capacity.FDS_PER_SESSION``: rooms that connect together can each
-gather ICE candidates again, see ``livekit_io.room.rtc_configuration``.)
+count is read once it has stopped changing: ``capacity.STEADY_FDS_PER_SESSION`` must hold (the SDK's
+continual ICE gathering makes it grow with the count; ``capacity.FDS_PER_SESSION`` sizes for that).
 """
 
 from __future__ import annotations

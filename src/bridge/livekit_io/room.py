@@ -25,37 +25,18 @@ from ..errors import RoomConnectError
 from ..redact import redact
 from .ffi_filter import narrow_to_own_events
 
-__all__ = ["RoomEvent", "RoomLink", "RoomPort", "open_event_channel", "rtc_configuration"]
+__all__ = ["RoomEvent", "RoomLink", "RoomPort", "open_event_channel"]
 
 log = logging.getLogger(__name__)
 
 _SDK_CONNECT_ATTEMPTS = 3  # livekit 1.2.1's native connect logs "retrying... (1/3)"
 _SDK_RETRY_SLACK_S = 2.0  # room for its back-off between attempts
 CONNECT_TURN_WAIT_S = 0.1
-"""How long a room connect waits for the one before it to end (rooms connect one at a time, see
-``rtc_configuration``); after that it connects alongside: a burst costs descriptors, not joins.
-Kept short because failover is a burst: in the pool's rolling restart (tests/pool, 30 users) a 1 s
-wait put the re-joins' mic gap at p99 1.7 s, 0.1 s at 0.67 s; 5 joins at once still hold 3
-descriptors each (tests/integration/test_descriptors.py)."""
-
-
-def rtc_configuration() -> rtc.RtcConfiguration:
-    """The WebRTC configuration of every room the bridge joins: ICE candidates gathered once.
-
-    With the SDK's default (``GATHER_CONTINUALLY``) a peer connection keeps gathering, and every new
-    room in the process made the rooms already there open more UDP and listening TCP sockets: a
-    session held 31 descriptors among 6 sessions and 45 among 11, so the total grew faster than the
-    sessions. Gathered once, a session holds 3 at any count (the signal WebSocket and one UDP socket
-    per local address); the LiveKit-restart tests (the SDK's reconnect) pass with it. ICE servers
-    stay the ones the LiveKit server sends (an empty list means those). ``tests/integration/
-    test_descriptors.py`` holds a session to ``capacity.STEADY_FDS_PER_SESSION``; the numbers are in
-    docs/design/lessons.md.
-
-    Gathering once is not enough on its own: a connection still gathering when another room's
-    connection starts gathers again (10 rooms joining at once held 16 descriptors each). So rooms
-    connect one at a time (``_connect_turn``), each for at most ``CONNECT_TURN_WAIT_S``.
-    """
-    return rtc.RtcConfiguration(continual_gathering_policy=rtc.ContinualGatheringPolicy.GATHER_ONCE)
+"""How long a room connect waits for the one before it to end (rooms connect one at a time); after
+that it connects alongside. The turns came with gathering ICE once (reverted: docs/design/lessons.md),
+where a room connecting while another gathered gathered again. Kept short because failover is a
+burst: in the pool's rolling restart (tests/pool, 30 users) a 1 s wait put the re-joins' mic gap at
+p99 1.7 s, 0.1 s at 0.67 s."""
 
 
 _TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
@@ -203,8 +184,8 @@ class RoomLink:
         options = rtc.RoomOptions(
             auto_subscribe=True,
             connect_timeout=timeout_s / _SDK_CONNECT_ATTEMPTS,
-            # Not rtc_configuration(): with ICE gathered once, the session came back deaf after a
-            # LiveKit restart in 2 of 4 runs (the SDK's own gathering: 0 of 5). See lessons.md.
+            # No rtc_config: with ICE gathered once, the session came back deaf after a LiveKit
+            # restart in 2 of 4 runs (the SDK's own gathering: 0 of 5). See lessons.md.
         )
         connecting = asyncio.ensure_future(self._connect_in_turn(room, url, token, options))
         self._connecting, self._connect_timeout_s = connecting, timeout_s
