@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bench.lib import Health, cpu_seconds, percentiles, rss_mib
+from bench.load.threads import cpu_by_group
 
 ONSET_MATCH_S = 0.9
 """A tone burst is heard if an onset follows its send within this long (bursts are 1 s apart)."""
@@ -44,6 +45,8 @@ class Window:
     """RSS of the measured process, sampled each second."""
     fds: int
     """Open file descriptors of the measured process at the end of the window."""
+    thread_cpu_pct: dict[str, float]
+    """The measured process's CPU by thread group (bench.load.threads), % of one core."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ async def measure_idle(pid: int) -> Idle:
 
 async def measure_window(seconds: float, pids: dict[str, int], rss_pid: int) -> Window:
     start_cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    start_groups = cpu_by_group(rss_pid)
     start, t0 = time.monotonic(), time.time_ns()
     samples = [rss_mib(rss_pid)]
     end = start + seconds
@@ -79,7 +83,8 @@ async def measure_window(seconds: float, pids: dict[str, int], rss_pid: int) -> 
         samples.append(rss_mib(rss_pid))
     elapsed, t1 = time.monotonic() - start, time.time_ns()
     cpu = {name: 100 * (cpu_seconds(pid) - start_cpu[name]) / elapsed for name, pid in pids.items()}
-    return Window(t0, t1, elapsed, cpu, samples, open_fds(rss_pid))
+    groups = {g: 100 * (s - start_groups[g]) / elapsed for g, s in cpu_by_group(rss_pid).items()}
+    return Window(t0, t1, elapsed, cpu, samples, open_fds(rss_pid), groups)
 
 
 def onset_delays(
@@ -163,6 +168,7 @@ def bridge_figures(
     return {
         "cpu_pct": window.cpu_pct["measured"],
         "cpu_pct_per_session": window.cpu_pct["measured"] / n,
+        "thread_cpu_pct_per_session": {g: pct / n for g, pct in window.thread_cpu_pct.items()},
         "idle_cpu_pct": idle.cpu_pct,
         "rss_idle_mib": idle.rss_mib,
         "rss_mib": rss_n,
@@ -214,6 +220,7 @@ def floor_figures(
     return {
         "cpu_pct": window.cpu_pct["measured"],
         "cpu_pct_per_session": window.cpu_pct["measured"] / n,
+        "thread_cpu_pct_per_session": {g: pct / n for g, pct in window.thread_cpu_pct.items()},
         "idle_cpu_pct": idle.cpu_pct,
         "rss_idle_mib": idle.rss_mib,
         "rss_mib": rss_n,

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.load.threads import GROUPS
+
 SATURATED_PCT = 85.0
 """A process at more than this % of its (single) core is treated as saturated."""
 
@@ -158,6 +160,11 @@ def format_tables(points: list[dict[str, Any]]) -> str:
             f" {_f(b['fds_per_session'], 12, 1)}{_f(f['fds_per_session'], 7, 1)} |"
             f" {_f(b.get('fds_marginal_per_session'), 10, 1)} / {_f(f.get('fds_marginal_per_session'), 5, 1)}"
         )
+    lines.append("\nCPU % of one core per session by thread group (bridge / floor)")
+    lines.append("    N | " + " | ".join(f"{g:>15s} br/fl" for g in GROUPS))
+    for p in points:
+        bt, ft = p["bridge"]["thread_cpu_pct_per_session"], p["floor"]["thread_cpu_pct_per_session"]
+        lines.append(f"{p['n']:5d} | " + " | ".join(f"{bt[g]:11.2f} / {ft[g]:5.2f}" for g in GROUPS))
     lines.append("\ndrops and load (window of steady traffic)")
     lines.append(
         "    N | q_dropped pkts_lost | missing br/fl of sent | gen CPU% br/fl | cloud CPU% |"
