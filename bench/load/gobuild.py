@@ -21,7 +21,7 @@ def go_binary() -> str:
     )
     if found is None:
         raise SystemExit(
-            "bench.load: --go-floor/--go-phones need Go >= 1.26 (`go` not on PATH nor /usr/local/go/bin)"
+            "bench.load: the Go workers (bench/go) need Go >= 1.26 (`go` not on PATH nor /usr/local/go/bin)"
         )
     return found
 

@@ -11,17 +11,12 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"log"
 	"math/rand/v2"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/go-logr/stdr"
 	lksdk "github.com/livekit/server-sdk-go/v2"
-
-	protoLogger "github.com/livekit/protocol/logger"
 
 	"github.com/mentra/livekit-bridge/bench/go/internal/wire"
 )
@@ -153,9 +148,6 @@ func (g *generator) quit(json.RawMessage) (wire.Reply, error) {
 }
 
 func main() {
-	log.SetOutput(os.Stderr)
-	lksdk.SetLogger(protoLogger.LogRLogger(stdr.New(log.Default())))
-	wire.Lifetime(2 * time.Hour)
 	g := &generator{stop: make(chan struct{})}
-	wire.Serve(map[string]wire.Handler{"connect": g.connect, "report": g.report, "quit": g.quit})
+	wire.Run(map[string]wire.Handler{"connect": g.connect, "report": g.report, "quit": g.quit})
 }

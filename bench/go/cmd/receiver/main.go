@@ -10,16 +10,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"log"
-	"os"
 	"runtime"
 	"sync"
 	"time"
 
-	"github.com/go-logr/stdr"
 	lksdk "github.com/livekit/server-sdk-go/v2"
-
-	protoLogger "github.com/livekit/protocol/logger"
 
 	"github.com/mentra/livekit-bridge/bench/go/internal/wire"
 )
@@ -123,11 +118,8 @@ func (r *receiver) quit(json.RawMessage) (wire.Reply, error) {
 }
 
 func main() {
-	log.SetOutput(os.Stderr)
-	lksdk.SetLogger(protoLogger.LogRLogger(stdr.New(log.Default())))
-	wire.Lifetime(2 * time.Hour)
 	r := &receiver{}
-	wire.Serve(map[string]wire.Handler{
+	wire.Run(map[string]wire.Handler{
 		"hello": r.hello, "connect": r.connect, "report": r.report, "quit": r.quit,
 	})
 }

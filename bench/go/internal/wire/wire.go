@@ -13,6 +13,11 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/go-logr/stdr"
+	lksdk "github.com/livekit/server-sdk-go/v2"
+
+	protoLogger "github.com/livekit/protocol/logger"
 )
 
 // Packet layout, as bench/load/traffic.py: one sequence byte, then 3200 bytes of PCM whose first 16
@@ -91,8 +96,20 @@ func Serve(handlers map[string]Handler) {
 	}
 }
 
-// Lifetime ends the process after limit whatever happens: every loop of a worker is bounded in time.
-func Lifetime(limit time.Duration) {
+// MaxLifetime bounds a worker's run: every loop of it ends by then whatever happens.
+const MaxLifetime = 2 * time.Hour
+
+// Run is a worker's whole main: the SDK's logs to stderr (stdout carries the answers), the lifetime
+// bound, then Serve.
+func Run(handlers map[string]Handler) {
+	log.SetOutput(os.Stderr)
+	lksdk.SetLogger(protoLogger.LogRLogger(stdr.New(log.Default())))
+	lifetime(MaxLifetime)
+	Serve(handlers)
+}
+
+// lifetime ends the process after limit whatever happens.
+func lifetime(limit time.Duration) {
 	time.AfterFunc(limit, func() {
 		log.Printf("lifetime of %s reached: exiting", limit)
 		os.Exit(3)
