@@ -60,17 +60,23 @@ class CloudAudioQueue:
     def closed(self) -> bool:
         return self._closed
 
-    def put_nowait(self, pcm: bytes, timestamp_ms: int) -> None:
-        """Queue a chunk, dropping the oldest ones if it does not fit. Never blocks, never raises."""
+    def put_nowait(self, pcm: bytes, timestamp_ms: int, *, extra_bytes: int = 0) -> None:
+        """Queue a chunk, dropping the oldest ones if it does not fit. Never blocks, never raises.
+
+        ``extra_bytes``: room beyond ``max_bytes`` that this one put may use. A burst of audio that
+        arrives all at once (packets held until their sender was named: session/unnamed.py) is
+        not dropped for being a burst; the next ordinary put trims the queue back to ``max_bytes``.
+        """
         if self._closed:
             self.rejected_after_close += 1
             return
-        if len(pcm) > self.max_bytes:  # a single oversized chunk keeps its newest part
-            dropped = len(pcm) - self.max_bytes
-            dropped += dropped % 2  # whole samples, and never more than max_bytes
+        limit = self.max_bytes + extra_bytes
+        if len(pcm) > limit:  # a single oversized chunk keeps its newest part
+            dropped = len(pcm) - limit
+            dropped += dropped % 2  # whole samples, and never more than the limit
             pcm = pcm[dropped:]
             self.dropped_bytes += dropped
-        while self._chunks and self._bytes + len(pcm) > self.max_bytes:
+        while self._chunks and self._bytes + len(pcm) > limit:
             old = self._chunks.popleft()
             self._bytes -= len(old.pcm)
             self.dropped_chunks += 1

@@ -151,6 +151,15 @@ class _SessionCollector(Collector):
             "Data packets from participants other than the session's target_identity.",
             totals["data_packets_ignored"],
         )
+        unnamed = CounterMetricFamily(
+            "livekit_bridge_data_packets_unnamed",
+            "Data packets that arrived before the SDK could name their sender (a phone's first seconds "
+            "in a room), by outcome: released to the cloud once it did, or expired.",
+            labels=["outcome"],
+        )
+        unnamed.add_metric(["released"], totals["unnamed_released"])
+        unnamed.add_metric(["expired"], totals["unnamed_expired"])
+        yield unnamed
         frames = CounterMetricFamily(
             "livekit_bridge_frames",
             "Audio chunks moved, by direction and stage.",

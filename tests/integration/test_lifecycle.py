@@ -66,7 +66,8 @@ async def test_join_room_twice_tears_the_old_session_down_first_then_replaces_it
             await second.opened.wait()
             await aio_as_trio(participants.wait_for_participant)(phone, f"bridge-{user}")
             packets = mic_packets(0, 10)
-            await aio_as_trio(participants.send_packets)(phone, packets, 0.01)
+            # Reliable: the count below is exact, and a lossy packet may be lost on a loaded machine.
+            await aio_as_trio(participants.send_packets)(phone, packets, 0.01, True)
             await wait_until(
                 lambda: len(second.pcm) == sum(len(p) - 1 for p in packets), what="audio on new stream"
             )
@@ -103,7 +104,7 @@ async def test_a_stream_cancelled_by_the_cloud_ends_its_tasks_and_the_session_st
             await again.opened.wait()
             await aio_as_trio(participants.wait_for_participant)(phone, f"bridge-{user}")
             packets = mic_packets(7, 5)
-            await aio_as_trio(participants.send_packets)(phone, packets, 0.01)
+            await aio_as_trio(participants.send_packets)(phone, packets, 0.01, True)  # exact count
             await wait_until(
                 lambda: len(again.pcm) == sum(len(p) - 1 for p in packets), what="audio after reopen"
             )
@@ -166,8 +167,8 @@ async def test_the_livekit_server_stopped_under_a_live_session_is_reported_and_s
                 assert status.last_disconnect_at > 0 and status.last_disconnect_reason
                 reported = trio.current_time() - before_kill
                 print(f"outage reported {reported:.2f} s after the kill")
-                # Restarted at once: the SDK resumes. After a longer outage its full reconnect can leave
-                # the session deaf (seen in CI with a 0.2-1 s outage: docs/design/lessons.md, open).
+                # A 1 s outage: the SDK gives up resuming and reconnects in full (a new participant).
+                await trio.sleep(1.0)
                 restarting = trio.current_time()
                 await trio.to_thread.run_sync(lk.restart)
                 print(f"server restart took {trio.current_time() - restarting:.2f} s")
@@ -185,18 +186,16 @@ async def test_the_livekit_server_stopped_under_a_live_session_is_reported_and_s
                 # budget on a loaded machine: a session stuck in backoff fails it.
                 assert reported <= 10 and took <= 10, (reported, took)
 
-                # Connected for real: a phone joining the restarted server reaches the cloud stream.
+                # Connected for real: a phone joining the restarted server reaches the cloud stream,
+                # every packet of it, its first seconds included (the server names it to the bridge
+                # up to 3 s late: session/unnamed.py). Reliable, so a loss is the bridge's.
                 phone = await aio_as_trio(participants.connect)(lk.url, lk.token(user, room))
                 await aio_as_trio(participants.wait_for_participant)(phone, f"bridge-{user}", 20)
-                # A phone's first lossy packets can precede its data channel being ready: send for a
-                # while and check that what arrives is exactly what was sent.
-                packets = mic_packets(100, 60)
-                async with trio.open_nursery() as sender:
-                    sender.start_soon(aio_as_trio(participants.send_packets), phone, packets, 0.05)
-                    await wait_until(lambda: len(cloud.received) >= 5, what="audio after the outage")
-                    sender.cancel_scope.cancel()
-                sent = {p[1:] for p in packets}
-                assert all(chunk.pcm_data in sent for chunk in cloud.received)
+                packets = mic_packets(100, 40)
+                await aio_as_trio(participants.send_packets)(phone, packets, 0.05, True)
+                expected = b"".join(p[1:] for p in packets)
+                await wait_until(lambda: len(cloud.pcm) >= len(expected), what="audio after the outage")
+                assert cloud.pcm == expected
                 await aio_as_trio(participants.disconnect)(phone)
                 assert (await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))).success
             await assert_back_to(baseline)

@@ -29,6 +29,8 @@ class FakeRoom:
     connected: bool = False
     closed: int = 0
     connects: list[str] = field(default_factory=list)
+    participants: set[str] = field(default_factory=set)
+    """Remote participants the room names (a packet from anyone else comes without a sender)."""
 
     @property
     def room(self) -> Any:
@@ -43,6 +45,9 @@ class FakeRoom:
     def subscribed_audio_tracks(self) -> list[tuple[str, str, Any]]:
         return []
 
+    def has_participant(self, identity: str) -> bool:
+        return identity in self.participants
+
     async def finish_abandoned_connect(self) -> None:
         await self.aclose()
 
@@ -55,8 +60,8 @@ class FakeRoom:
     def packet(self, payload: bytes, identity: str) -> None:
         self.on_data(payload, identity)
 
-    def emit(self, kind: str, reason: str = "") -> None:
-        self.events.send_nowait(RoomEvent(kind, reason=reason))
+    def emit(self, kind: str, reason: str = "", identity: str = "") -> None:
+        self.events.send_nowait(RoomEvent(kind, identity=identity, reason=reason))
 
 
 @dataclass(eq=False)

@@ -22,6 +22,15 @@ def test_overflow_drops_the_oldest_chunks_and_counts_them() -> None:
     assert queue.enqueued == 5
 
 
+def test_a_burst_may_use_its_extra_room_and_the_next_ordinary_put_trims_back() -> None:
+    queue = CloudAudioQueue(max_bytes=300)
+    for n in range(5):  # 500 bytes released at once, with room made for all of them
+        queue.put_nowait(chunk(n), timestamp_ms=n, extra_bytes=500)
+    assert queue.queued_bytes == 500 and queue.dropped_chunks == 0
+    queue.put_nowait(chunk(5), timestamp_ms=5)  # real time again: the bound is max_bytes
+    assert queue.queued_bytes == 300 and queue.dropped_chunks == 3
+
+
 def test_a_chunk_larger_than_the_queue_keeps_its_newest_whole_samples() -> None:
     queue = CloudAudioQueue(max_bytes=10)
     queue.put_nowait(bytes(range(16)), timestamp_ms=0)

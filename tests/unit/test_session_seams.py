@@ -132,6 +132,74 @@ async def test_an_attached_stream_keeps_a_session_alive_and_gets_its_mic_audio(
     assert ends and ends[0].reason is StreamEndReason.LEFT and ends[0].reason.clean
 
 
+async def _streaming(world: World, user: str, **request: str) -> tuple[Any, Any, FakeCall]:
+    session = (await world.join(user, **request)).session
+    call = FakeCall(user)
+
+    async def serve() -> None:
+        await world.registry.serve_stream(call)
+
+    world.nursery.start_soon(serve)
+    await trio.testing.wait_all_tasks_blocked()
+    return session, world.rooms.made[-1], call
+
+
+def _mic(seq: int) -> bytes:
+    return bytes([seq]) + bytes([seq]) * 320
+
+
+async def test_a_phone_not_yet_named_loses_nothing_its_first_named_packet_releases_the_rest_first(
+    world: World,
+) -> None:
+    """livekit-server names a data-only phone to the others up to 3 s after it starts sending: its
+    packets come without a sender until then (session/unnamed.py)."""
+    session, room, call = await _streaming(world, "early", target_identity="phone")
+    for seq in (0, 1, 2):
+        room.packet(_mic(seq), "")  # the SDK cannot name the sender yet
+    await trio.testing.wait_all_tasks_blocked()
+    assert call.received == []  # held, not passed off as anyone's
+    room.participants.add("phone")
+    room.packet(_mic(3), "phone")
+    await trio.testing.wait_all_tasks_blocked()
+    assert call.received == [bytes([s]) * 320 for s in range(4)]  # in order, the held ones first
+    assert session.mic.sequence_totals() == {"received": 4, "lost": 0, "reordered": 0, "duplicates": 0}
+    assert (session.mic.unnamed.released, session.mic.unnamed.expired) == (3, 0)
+
+
+async def test_held_packets_go_to_the_target_when_it_is_announced_and_to_nobody_else(world: World) -> None:
+    session, room, call = await _streaming(world, "announced", target_identity="phone")
+    for seq in (0, 1):
+        room.packet(_mic(seq), "")
+    room.emit("participant_connected", identity="someone-else")  # not the target: keeps them held
+    await trio.testing.wait_all_tasks_blocked()
+    assert call.received == []
+    room.participants.add("phone")
+    room.emit("participant_connected", identity="phone")  # the phone said nothing more since
+    await trio.testing.wait_all_tasks_blocked()
+    assert call.received == [bytes([s]) * 320 for s in range(2)]
+    assert session.mic.unnamed.released == 2
+
+
+async def test_a_nameless_packet_is_not_the_targets_once_the_target_is_named(world: World) -> None:
+    session, room, call = await _streaming(world, "named", target_identity="phone")
+    room.participants.add("phone")
+    room.packet(_mic(0), "phone")
+    room.packet(_mic(7), "")  # someone not announced yet, or the server API
+    room.packet(_mic(1), "phone")
+    await trio.testing.wait_all_tasks_blocked()
+    assert call.received == [bytes([s]) * 320 for s in range(2)]
+    assert session.mic.data_packets_ignored == 1 and not session.mic.unnamed
+
+
+async def test_without_a_target_held_packets_go_with_the_next_named_sender(world: World) -> None:
+    session, room, call = await _streaming(world, "everyone")
+    room.packet(_mic(0), "")
+    room.packet(_mic(1), "anyone")
+    await trio.testing.wait_all_tasks_blocked()
+    assert call.received == [bytes([s]) * 320 for s in range(2)]
+    assert session.mic.unnamed.released == 1
+
+
 async def test_a_lost_room_ends_the_session_and_its_stream_asks_for_a_rejoin(world: World) -> None:
     session = (await world.join("kicked")).session
     call = FakeCall("kicked")

@@ -52,7 +52,8 @@ def _connect_turn() -> asyncio.Lock:
 
 
 DataHandler = Callable[[bytes, str], None]
-"""Called with (payload, sender identity) for every data packet from a remote participant."""
+"""Called with (payload, sender identity) for every data packet; the identity is empty when the SDK
+cannot name the sender (not announced to us yet, or the server API: session/unnamed.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,7 @@ class RoomPort(Protocol):
     @property
     def connect_pending(self) -> bool: ...
     def subscribed_audio_tracks(self) -> list[tuple[str, str, rtc.Track]]: ...
+    def has_participant(self, identity: str) -> bool: ...
     async def connect(self, url: str, token: str, *, timeout_s: float) -> None: ...
     async def finish_abandoned_connect(self) -> None: ...
     async def aclose(self) -> None: ...
@@ -162,6 +164,10 @@ class RoomLink:
     @property
     def room_name(self) -> str:
         return self._room.name if self._room is not None else ""
+
+    def has_participant(self, identity: str) -> bool:
+        """Whether the room names this remote participant already (the SDK has had its announcement)."""
+        return self._room is not None and identity in self._room.remote_participants
 
     def subscribed_audio_tracks(self) -> list[tuple[str, str, rtc.Track]]:
         """(identity, track sid, track) of remote audio tracks already subscribed."""
@@ -259,9 +265,7 @@ class RoomLink:
 
     def _handle_data(self, packet: rtc.DataPacket) -> None:
         participant = packet.participant
-        if participant is None:  # sent through the server API, not by a phone
-            return
-        self._on_data(packet.data, participant.identity)
+        self._on_data(packet.data, participant.identity if participant is not None else "")
 
     def _emit(self, event: RoomEvent) -> None:
         try:

@@ -84,7 +84,12 @@ class BridgeSession:
         self._scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._events_send, self._events_receive = open_event_channel()
-        self.mic = RoomToCloud(self, request.target_identity)
+        # Asked only for packets the SDK delivers without a sender, never on the hot path.
+        self.mic = RoomToCloud(
+            self,
+            request.target_identity,
+            knows_participant=lambda identity: self.room.has_participant(identity),
+        )
         self.room = room_factory(self.mic.on_data, self._events_send)
         self.tracks = CloudToRoom(self, self.room)
         self.stream = AttachedStream(self, self.mic.queue, self.tracks.publish)
@@ -220,6 +225,8 @@ class BridgeSession:
                 self.mic.read_track(event.identity, event.track_sid, event.track)
             elif event.kind == "track_unsubscribed":
                 self.mic.stop_reading(event.track_sid)
+            elif event.kind == "participant_connected":
+                self.mic.on_participant_named(event.identity)
             elif event.kind == "reconnecting":
                 self.status.mark_disconnected(event.reason)
                 log.warning("room connection lost, reconnecting", extra={"user_id": self.user_id})
@@ -275,6 +282,8 @@ class BridgeSession:
             data_packets=mic.data_packets,
             data_bytes=mic.data_bytes,
             data_packets_ignored=mic.data_packets_ignored,
+            unnamed_released=mic.unnamed_released,
+            unnamed_expired=mic.unnamed_expired,
             track_chunks=mic.track_chunks,
             chunks_to_cloud=counters.chunks_to_cloud,
             bytes_to_cloud=counters.bytes_to_cloud,

@@ -17,6 +17,8 @@ class SessionSnapshot:
     data_packets: int = 0
     data_bytes: int = 0
     data_packets_ignored: int = 0
+    unnamed_released: int = 0
+    unnamed_expired: int = 0
     track_chunks: int = 0
     chunks_to_cloud: int = 0
     bytes_to_cloud: int = 0
@@ -47,6 +49,8 @@ COUNTER_FIELDS = (
     "data_packets",
     "data_bytes",
     "data_packets_ignored",
+    "unnamed_released",
+    "unnamed_expired",
     "track_chunks",
     "chunks_to_cloud",
     "bytes_to_cloud",
