@@ -4,10 +4,10 @@
 # The image's entrypoint: raise the open-file limit, then become `livekit-bridge` (exec: the bridge is
 # PID 1 and receives SIGTERM itself; it drains its sessions and exits 0).
 #
-# Each session holds ~30-45 file descriptors (bridge.capacity.FDS_PER_SESSION sizes 64), and the
-# bridge raises its own soft limit too; the entrypoint does it first so a low limit shows in the
-# warning below. Kubernetes has no per-pod ulimit
-# setting; a process may raise its soft limit up to the hard limit without privileges, so this does.
+# Each session holds ~3 file descriptors at steady state, up to 8 with audio fetches in flight
+# (bridge.capacity.FDS_PER_SESSION sizes 16 for bursts of joins), and the bridge raises its own soft
+# limit too; the entrypoint does it first so a low limit shows in the warning below. Kubernetes has
+# no per-pod ulimit setting; a process may raise its soft limit up to the hard limit without privileges, so this does.
 # BRIDGE_NOFILE (default 65536) is the wanted soft limit, capped at the hard limit.
 set -eu
 
@@ -27,6 +27,6 @@ if [ "$soft" = unlimited ] || [ "$soft" -lt "$want" ]; then
     ulimit -Sn "$want"
 fi
 if [ "$(ulimit -Sn)" != unlimited ] && [ "$(ulimit -Sn)" -lt 4096 ]; then
-    echo "livekit-bridge: warning: open-file limit $(ulimit -Sn) (hard $hard) holds only ~$(($(ulimit -Sn) / 64)) sessions" >&2
+    echo "livekit-bridge: warning: open-file limit $(ulimit -Sn) (hard $hard) holds only ~$(($(ulimit -Sn) / 16)) sessions" >&2
 fi
 exec livekit-bridge "$@"

@@ -1,11 +1,13 @@
 """How many sessions one bridge process takes, and the open-file limit that allows it.
 
 Sizing rule (`python -m bench.load` on a 2-core machine): a mic session costs ~3 % of a core, so ~25
-sessions fill one with latency still near the SDK's own floor. Descriptors: with the SDK's ICE
-gathering (continual: every new room makes the others gather again) a session holds 31 among 6
-sessions and 45 among 11, plus one TCP connection per PlayAudio in flight. Gathering once would hold
-3, but left sessions deaf after a LiveKit restart (livekit_io/room.py), so ``FDS_PER_SESSION`` = 64
-sizes for the growth, and ``tests/integration/test_descriptors.py`` guards 48 at 6 sessions.
+sessions fill one with latency still near the SDK's own floor. Descriptors: a session's room holds 3
+(the signal WebSocket and one UDP socket per local address, ICE gathered once: livekit_io/room.py),
+and each PlayAudio in flight one TCP connection (at most ``BRIDGE_MAX_PLAYBACKS_PER_SESSION``, 4 by
+default): 8 at steady state, which ``tests/integration/test_descriptors.py`` holds sessions joined
+one after another to. Sessions that join in a burst (a failover) can hold up to ~16: rooms connect
+in turn but wait at most 0.1 s for it (failover gaps matter more), and a room that connects while
+another still gathers ICE gathers again. ``FDS_PER_SESSION`` = 16 sizes for that.
 ``BRIDGE_MAX_SESSIONS=0`` (the default) takes the smaller of the two limits after raising the soft
 ``nofile`` limit to the hard one.
 """
@@ -27,10 +29,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SESSIONS_PER_CORE = 25
-STEADY_FDS_PER_SESSION = 48
-"""A regression guard: measured 31 per session among 6 sessions (a bridge subprocess)."""
-FDS_PER_SESSION = 64
-"""What sizing assumes: 45 per session among 11 sessions, growing with the count, + playback fetches."""
+STEADY_FDS_PER_SESSION = 8
+"""Measured: 3 per session joined one after another (a bridge subprocess); + 4 playback fetches + 1."""
+FDS_PER_SESSION = 16
+"""What sizing assumes: a burst of joins held 8.6 (5 at once, CI) to 15.6 (10 at once) per session."""
 _FDS_RESERVED = 128
 """Descriptors the process needs besides sessions: listeners, the cloud's connections, logs, DNS, and
 the SDK's native runtime (~10, from the first room on)."""

@@ -41,7 +41,7 @@ HELP: dict[str, str] = {
     ),
     "max_sessions": (
         "sessions this bridge holds at most; a JoinRoom beyond it answers RESOURCE_EXHAUSTED and "
-        "`/readyz` turns 503. 0 = 25 per CPU core, within the open-file limit (64 descriptors per session)"
+        "`/readyz` turns 503. 0 = 25 per CPU core, within the open-file limit (16 descriptors per session)"
     ),
     "max_message_bytes": (
         "largest gRPC message a client may send; a larger one ends its call with RESOURCE_EXHAUSTED "

@@ -64,7 +64,7 @@ def test_the_bridge_is_wired_to_the_server_and_the_cloud(project: dict[str, Any]
     assert cloud["BRIDGE_AUTH_TOKEN"] == env["BRIDGE_AUTH_TOKEN"]
     assert cloud["LIVEKIT_GRPC_BRIDGE_URL"] == f"bridge:{env['PORT']}"
     assert env["LIVEKIT_URL"] == "ws://livekit-server:7880"
-    assert bridge["ulimits"]["nofile"]["soft"] >= 64 * 1000  # 1000 sessions at 64 descriptors each
+    assert bridge["ulimits"]["nofile"]["soft"] >= 16 * 1000  # 1000 sessions at 16 descriptors each
     # The livekit config's keys are the ones the cloud mints tokens with.
     config = yaml.safe_load((REPO / "deploy/compose/livekit.yaml").read_text())
     assert config["keys"] == {cloud["LIVEKIT_API_KEY"]: cloud["LIVEKIT_API_SECRET"]}

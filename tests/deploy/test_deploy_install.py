@@ -24,7 +24,7 @@ from deploy_support import REPO
 ENTRYPOINT = REPO / "deploy/docker/entrypoint.sh"
 HEALTHCHECK = REPO / "deploy/docker/healthcheck.py"
 LISTENING = re.compile(r"listening on (\S+)")
-FDS_PER_SESSION = 64  # bridge.capacity.FDS_PER_SESSION
+FDS_PER_SESSION = 16  # bridge.capacity.FDS_PER_SESSION
 
 
 def _bridge_env(venv: Path, **settings: str) -> dict[str, str]:

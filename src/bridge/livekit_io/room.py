@@ -25,18 +25,35 @@ from ..errors import RoomConnectError
 from ..redact import redact
 from .ffi_filter import narrow_to_own_events
 
-__all__ = ["RoomEvent", "RoomLink", "RoomPort", "open_event_channel"]
+__all__ = ["RoomEvent", "RoomLink", "RoomPort", "open_event_channel", "rtc_configuration"]
 
 log = logging.getLogger(__name__)
 
 _SDK_CONNECT_ATTEMPTS = 3  # livekit 1.2.1's native connect logs "retrying... (1/3)"
 _SDK_RETRY_SLACK_S = 2.0  # room for its back-off between attempts
 CONNECT_TURN_WAIT_S = 0.1
-"""How long a room connect waits for the one before it to end (rooms connect one at a time); after
-that it connects alongside. The turns came with gathering ICE once (reverted: docs/design/lessons.md),
-where a room connecting while another gathered gathered again. Kept short because failover is a
-burst: in the pool's rolling restart (tests/pool, 30 users) a 1 s wait put the re-joins' mic gap at
-p99 1.7 s, 0.1 s at 0.67 s."""
+"""How long a room connect waits for the one before it to end (rooms connect one at a time, see
+``rtc_configuration``); after that it connects alongside: a burst costs descriptors, not joins.
+Kept short because failover is a burst: in the pool's rolling restart (tests/pool, 30 users) a 1 s
+wait put the re-joins' mic gap at p99 1.7 s, 0.1 s at 0.67 s."""
+
+
+def rtc_configuration() -> rtc.RtcConfiguration:
+    """The WebRTC configuration of every room the bridge joins: ICE candidates gathered once.
+
+    With the SDK's default (``GATHER_CONTINUALLY``) a peer connection keeps gathering, and every new
+    room in the process made the rooms already there open more UDP and listening TCP sockets: a
+    session held 31 descriptors among 6 sessions and 45 among 11. Gathered once, a session holds 3
+    at any count (the signal WebSocket and one UDP socket per local address). ICE servers stay the
+    ones the LiveKit server sends (an empty list means those). It was reverted once for leaving
+    sessions "deaf" after a LiveKit restart; that was the nameless phone (session/unnamed.py), not
+    the gathering (docs/design/lessons.md).
+
+    A connection still gathering when another room's connection starts gathers again (10 rooms
+    joining at once held 16 descriptors each), so rooms connect one at a time (``_connect_turn``),
+    each waiting at most ``CONNECT_TURN_WAIT_S``.
+    """
+    return rtc.RtcConfiguration(continual_gathering_policy=rtc.ContinualGatheringPolicy.GATHER_ONCE)
 
 
 _TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
@@ -190,8 +207,7 @@ class RoomLink:
         options = rtc.RoomOptions(
             auto_subscribe=True,
             connect_timeout=timeout_s / _SDK_CONNECT_ATTEMPTS,
-            # No rtc_config: with ICE gathered once, the session came back deaf after a LiveKit
-            # restart in 2 of 4 runs (the SDK's own gathering: 0 of 5). See lessons.md.
+            rtc_config=rtc_configuration(),
         )
         connecting = asyncio.ensure_future(self._connect_in_turn(room, url, token, options))
         self._connecting, self._connect_timeout_s = connecting, timeout_s
