@@ -15,37 +15,27 @@ gather ICE candidates again, see ``livekit_io.room.rtc_configuration``.)
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 import trio
-from grpclib.client import Channel
-from grpclib.exceptions import StreamTerminatedError
 from livekit import rtc
 from trio_asyncio import aio_as_trio
 
 from bridge._gen.mentra.livekit.bridge import (
     AudioChunk,
-    HealthCheckRequest,
     JoinRoomRequest,
     LeaveRoomRequest,
-    LiveKitBridgeStub,
 )
 from bridge.capacity import STEADY_FDS_PER_SESSION
 from bridge.testing.cloud import CloudStream
 from bridge.testing.devserver import LocalLiveKitServer
+from support.bridge_process import BridgeProcess, bridge_process, connect_phone, microphone
 from support.flows import new_room, wait_until
 
 pytestmark = pytest.mark.livekit
@@ -127,86 +117,8 @@ def describe(before: Counter[str], after: Counter[str], sessions: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# the bridge as a subprocess
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class BridgeProcess:
-    process: subprocess.Popen[bytes]
-    channel: Channel
-    stub: LiveKitBridgeStub
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def _open_channel(port: int) -> Channel:
-    return Channel("127.0.0.1", port)
-
-
-@contextlib.asynccontextmanager
-async def bridge_process(livekit: LocalLiveKitServer, log_path: Path) -> AsyncIterator[BridgeProcess]:
-    """``python -m bridge`` on a free loopback port, answering HealthCheck; SIGTERM (then SIGKILL) on exit."""
-    port = _free_port()
-    env = {**os.environ, "PORT": str(port), "BRIDGE_HOST": "127.0.0.1", "LIVEKIT_URL": livekit.url}
-    env.pop("LIVEKIT_GRPC_SOCKET", None)
-    with log_path.open("w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "bridge"], env=env, stderr=log)
-    try:
-        channel = await aio_as_trio(_open_channel)(port)
-        bridge = BridgeProcess(process, channel, LiveKitBridgeStub(channel))
-        with trio.fail_after(30):
-            while True:
-                if process.poll() is not None:
-                    raise AssertionError(f"the bridge exited with {process.returncode}; see {log_path}")
-                try:
-                    await aio_as_trio(bridge.stub.health_check)(HealthCheckRequest(), timeout=5)
-                    break
-                except (OSError, TimeoutError, StreamTerminatedError):
-                    await trio.sleep(0.1)
-        try:
-            yield bridge
-        finally:
-            channel.close()
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await trio.to_thread.run_sync(process.wait, 15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-# --------------------------------------------------------------------------------------------
 # one session: a phone (asyncio side, in this process) and the cloud's StreamAudio call
 # --------------------------------------------------------------------------------------------
-
-
-async def _connect_phone(url: str, token: str) -> rtc.Room:
-    room = rtc.Room()
-    await asyncio.wait_for(room.connect(url, token, rtc.RoomOptions(auto_subscribe=False)), 15)
-    return room
-
-
-async def _microphone(room: rtc.Room, index: int) -> None:
-    """A lossy 1 + 3200 byte packet every 100 ms until cancelled (asyncio side)."""
-    pcm = np.random.default_rng(index).integers(-3000, 3000, 1600, dtype=np.int16).tobytes()
-    loop = asyncio.get_running_loop()
-    start, seq = loop.time(), 0
-    while True:
-        with contextlib.suppress(Exception):  # lost before the data channel is up: it is lossy
-            await room.local_participant.publish_data(bytes([seq & 0xFF]) + pcm, reliable=False)
-        seq += 1
-        await asyncio.sleep(max(0.0, start + seq * 0.1 - loop.time()))
 
 
 def _publishes_audio(room: rtc.Room, identity: str) -> bool:
@@ -244,7 +156,7 @@ async def open_session(
     nursery: trio.Nursery, bridge: BridgeProcess, livekit: LocalLiveKitServer, index: int
 ) -> Session:
     user, room_name = f"fds-user-{index}", new_room()
-    phone = await aio_as_trio(_connect_phone)(livekit.url, livekit.token(user, room_name))
+    phone = await aio_as_trio(connect_phone)(livekit.url, livekit.token(user, room_name))
     request = JoinRoomRequest(
         user_id=user,
         room_name=room_name,
@@ -256,7 +168,7 @@ async def open_session(
     session = Session(index, room_name, phone, CloudStream(bridge.channel, user))
     nursery.start_soon(aio_as_trio(session.cloud.run))
     await session.cloud.opened.wait()
-    nursery.start_soon(aio_as_trio(_microphone), phone, index)
+    nursery.start_soon(aio_as_trio(microphone), phone, index)
     nursery.start_soon(_talk, session)
     return session
 
@@ -284,7 +196,7 @@ async def test_a_session_holds_at_most_fds_per_session_descriptors(
 ) -> None:  # type: ignore[no-untyped-def]
     with trio.fail_after(150):
         async with (
-            bridge_process(livekit_server, tmp_path / "bridge.log") as bridge,
+            bridge_process(livekit_server, tmp_path / "bridge.log", kind=BridgeProcess) as bridge,
             trio.open_nursery() as nursery,
         ):
             idle = count_fds(bridge.pid)

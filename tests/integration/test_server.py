@@ -6,8 +6,6 @@ import os
 import signal
 import socket
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,10 +26,10 @@ from bridge._gen.mentra.livekit.bridge import (
     HealthCheckResponseServingStatus,
     JoinRoomRequest,
     LeaveRoomRequest,
-    LiveKitBridgeStub,
 )
 from bridge.testing.cloud import CloudStream
 from conftest import make_config
+from support.bridge_process import BridgeProcess, bridge_process
 from support.flows import join, new_room
 
 pytestmark = pytest.mark.livekit
@@ -104,38 +102,15 @@ async def test_the_bridge_listens_on_a_private_unix_socket_replacing_a_stale_one
     assert not path.exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def _open_channel(port: int) -> Channel:
-    return Channel("127.0.0.1", port)
-
-
 async def test_sigterm_drains_live_sessions_with_unavailable_and_exits_zero(  # type: ignore[no-untyped-def]
     aio_loop, livekit_server, tmp_path: Path
 ) -> None:
-    port = _free_port()
-    env = dict(os.environ, PORT=str(port), LIVEKIT_URL=livekit_server.url, BRIDGE_SHUTDOWN_TIMEOUT_S="5")
     log_path = tmp_path / "bridge.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "bridge"], env=env, stderr=log)
-    try:
-        with trio.fail_after(40):
-            channel = await aio_as_trio(_open_channel)(port)
-            stub = LiveKitBridgeStub(channel)
-
-            async def up() -> bool:
-                try:
-                    await aio_as_trio(stub.health_check)(HealthCheckRequest())
-                    return True
-                except OSError:
-                    return False
-
-            while not await up():
-                await trio.sleep(0.1)
+    with trio.fail_after(40):
+        async with bridge_process(
+            livekit_server, log_path, kind=BridgeProcess, BRIDGE_SHUTDOWN_TIMEOUT_S="5"
+        ) as bridge:
+            stub, process = bridge.stub, bridge.process
 
             class Remote:  # what support.flows.join needs from a bridge
                 def __init__(self) -> None:
@@ -152,7 +127,7 @@ async def test_sigterm_drains_live_sessions_with_unavailable_and_exits_zero(  # 
 
             user = "sigterm-user"
             assert (await join(Remote(), user, new_room())).success
-            cloud = CloudStream(channel, user)
+            cloud = CloudStream(bridge.channel, user)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(aio_as_trio(cloud.run))
                 await cloud.opened.wait()
@@ -166,16 +141,11 @@ async def test_sigterm_drains_live_sessions_with_unavailable_and_exits_zero(  # 
             assert cloud.status is Status.UNAVAILABLE and "draining" in cloud.message, cloud.message
             exit_code = await trio.to_thread.run_sync(process.wait, 15)
             elapsed = trio.current_time() - sent_at
-            channel.close()
-        assert exit_code == 0, log_path.read_text()
-        log_text = log_path.read_text()
-        assert "SIGTERM: draining" in log_text and "shutting down" in log_text and "401" in log_text
-        assert forged.split(".")[2] not in log_text and forged.split(".")[1] not in log_text
-        assert elapsed < 5 + 3  # nothing to wait for in the drain; within BRIDGE_SHUTDOWN_TIMEOUT_S + slack
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    assert exit_code == 0, log_path.read_text()
+    log_text = log_path.read_text()
+    assert "SIGTERM: draining" in log_text and "shutting down" in log_text and "401" in log_text
+    assert forged.split(".")[2] not in log_text and forged.split(".")[1] not in log_text
+    assert elapsed < 5 + 3  # nothing to wait for in the drain; within BRIDGE_SHUTDOWN_TIMEOUT_S + slack
 
 
 async def test_shutdown_flips_health_to_not_serving_before_sessions_close(aio_loop, livekit_server) -> None:  # type: ignore[no-untyped-def]

@@ -11,26 +11,17 @@ heap split and a bare-SDK comparison; this test shares no code with it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 import trio
-from grpclib.client import Channel
 from grpclib.const import Status
-from grpclib.exceptions import StreamTerminatedError
 from livekit import rtc
 from trio_asyncio import aio_as_trio
 
@@ -40,13 +31,13 @@ from bridge._gen.mentra.livekit.bridge import (
     HealthCheckRequest,
     JoinRoomRequest,
     LeaveRoomRequest,
-    LiveKitBridgeStub,
     PlayAudioRequest,
     StopAudioRequest,
 )
 from bridge.testing.cloud import CloudStream
 from bridge.testing.devserver import LocalLiveKitServer
 from bridge.testing.synth import encode_wav, tone
+from support.bridge_process import BridgeProcess, bridge_process, connect_phone, microphone
 from support.media_server import MediaServer
 from support.playback import PlaybackCall
 
@@ -102,21 +93,8 @@ def _rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def _open_channel(port: int) -> Channel:
-    return Channel("127.0.0.1", port)
-
-
-@dataclass(eq=False)
-class BridgeProcess:
-    process: subprocess.Popen[bytes]
-    channel: Channel
-    stub: LiveKitBridgeStub
+class SoakedBridge(BridgeProcess):
+    """The bridge process with what the soak reads of it: RSS and HealthCheck's counters."""
 
     @property
     def rss_mib(self) -> float:
@@ -155,66 +133,6 @@ class BridgeProcess:
         return current
 
 
-@contextlib.asynccontextmanager
-async def bridge_process(
-    livekit: LocalLiveKitServer, log_path: Path, **settings: str
-) -> AsyncIterator[BridgeProcess]:
-    """``python -m bridge`` on a free loopback port, answering HealthCheck; SIGTERM (then SIGKILL) on exit."""
-    port = _free_port()
-    env = {**os.environ, "PORT": str(port), "BRIDGE_HOST": "127.0.0.1", "LIVEKIT_URL": livekit.url}
-    env.pop("LIVEKIT_GRPC_SOCKET", None)
-    env.update(settings)
-    with log_path.open("w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "bridge"], env=env, stderr=log)
-    try:
-        channel = await aio_as_trio(_open_channel)(port)
-        bridge = BridgeProcess(process, channel, LiveKitBridgeStub(channel))
-        with trio.fail_after(30):
-            while True:
-                if process.poll() is not None:
-                    raise AssertionError(f"the bridge exited with {process.returncode}; see {log_path}")
-                try:
-                    await bridge.health()
-                    break
-                except (OSError, TimeoutError, StreamTerminatedError):
-                    await trio.sleep(0.1)
-        try:
-            yield bridge
-        finally:
-            channel.close()
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await trio.to_thread.run_sync(process.wait, 15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-# --------------------------------------------------------------------------------------------
-# phones (asyncio side)
-# --------------------------------------------------------------------------------------------
-
-
-async def _connect_phone(url: str, token: str) -> rtc.Room:
-    room = rtc.Room()
-    await asyncio.wait_for(room.connect(url, token, rtc.RoomOptions(auto_subscribe=False)), 15)
-    return room
-
-
-async def _send_forever(room: rtc.Room, index: int) -> None:
-    """A phone's microphone: a lossy 1 + 3200 byte packet every 100 ms until cancelled."""
-    pcm = np.random.default_rng(index).integers(-3000, 3000, 1600, dtype=np.int16).tobytes()
-    loop = asyncio.get_running_loop()
-    start, seq = loop.time(), 0
-    while True:
-        with contextlib.suppress(Exception):
-            await room.local_participant.publish_data(bytes([seq & 0xFF]) + pcm, reliable=False)
-        seq += 1
-        await asyncio.sleep(max(0.0, start + seq * 0.1 - loop.time()))
-
-
 # --------------------------------------------------------------------------------------------
 # the churn (cloud side)
 # --------------------------------------------------------------------------------------------
@@ -230,7 +148,7 @@ class Sample:
 
 @dataclass(eq=False)
 class Churn:
-    bridge: BridgeProcess
+    bridge: SoakedBridge
     livekit: LocalLiveKitServer
     media: MediaServer
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
@@ -443,6 +361,7 @@ async def test_churning_sessions_leave_exactly_the_idle_tasks_and_bounded_rss(
             async with bridge_process(
                 livekit_server,
                 log_path,
+                kind=SoakedBridge,
                 BRIDGE_SESSION_IDLE_TTL_S=str(IDLE_TTL_S),
                 BRIDGE_FETCH_ALLOW_HOSTS="127.0.0.1",
                 BRIDGE_LOG_LEVEL="INFO",
@@ -456,8 +375,8 @@ async def test_churning_sessions_leave_exactly_the_idle_tasks_and_bounded_rss(
                 async with trio.open_nursery() as background:
                     for slot in range(SLOTS):
                         token = livekit_server.token(f"phone-soak-{slot}", churn.room(slot))
-                        rooms.append(await aio_as_trio(_connect_phone)(livekit_server.url, token))
-                        background.start_soon(aio_as_trio(_send_forever), rooms[-1], slot)
+                        rooms.append(await aio_as_trio(connect_phone)(livekit_server.url, token))
+                        background.start_soon(aio_as_trio(microphone), rooms[-1], slot)
                     started = trio.current_time()
 
                     async def sample_forever() -> None:
