@@ -30,7 +30,16 @@ export class IntegrationEnv {
       await driver.close();
       throw err;
     }
-    return new IntegrationEnv(driver, bridge, new BridgeChannel({ address: bridge.address }));
+    let channel: BridgeChannel;
+    try {
+      channel = new BridgeChannel({ address: bridge.address });
+    } catch (err) {
+      // e.g. no dist/proto after a failed build: without this the bridge and the driver outlive the test run
+      await bridge.stop();
+      await driver.close();
+      throw err;
+    }
+    return new IntegrationEnv(driver, bridge, channel);
   }
 
   client(options: LiveKitGrpcClientOptions = {}): LiveKitGrpcClient {
