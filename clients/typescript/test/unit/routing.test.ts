@@ -120,6 +120,28 @@ describe("routing a pool: x-user-id on every call, NOT_FOUND = moved", () => {
     assert.equal(client.streamCounters.handovers, 1);
   });
 
+  test("a draining bridge's UNAVAILABLE is tried again, 100 ms apart, up to 10 times in all; then it is the answer", async () => {
+    const client = newClient();
+    const reply = bridge.joinReply;
+    const at: number[] = [];
+    bridge.joinReply = () => {
+      at.push(performance.now());
+      return Object.assign(new Error("draining"), { code: grpc.status.UNAVAILABLE, details: "bridge draining", metadata: new grpc.Metadata() });
+    };
+    try {
+      await assert.rejects(client.connect(params("drain-1")), /draining/);
+    } finally {
+      bridge.joinReply = reply;
+    }
+    assert.equal(at.length, 10);
+    const gaps = at.slice(1).map((t, i) => t - (at[i] ?? t));
+    // 100 ms apart: never sooner (timers do not fire early); the median near it, the slowest within
+    // what a loaded machine adds to a timer.
+    const shown = `gaps ${gaps.map((g) => g.toFixed(0)).join(" ")}`;
+    const median = [...gaps].sort((a, b) => a - b)[Math.floor(gaps.length / 2)] ?? 0;
+    assert.ok(gaps.every((gap) => gap >= 99 && gap < 400) && median < 160, shown);
+  });
+
   test("a full bridge's RESOURCE_EXHAUSTED is tried again (behind a proxy the next try goes elsewhere)", async () => {
     const client = newClient();
     const reply = bridge.joinReply;
