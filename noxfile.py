@@ -225,6 +225,9 @@ def deploy(session: nox.Session) -> None:
                 DEPLOY_KUBE_VERSION,
                 external=True,
                 stdout=out,
+                # Only the manifests into the file: helm's notes (the chart's files/haproxy.cfg is a
+                # symlink to deploy/haproxy/haproxy.cfg, which it reports) stay on the console.
+                stderr=None,
             )
 
     # Small Go checkers (deploy/*/check): the manifests decoded strictly into the Kubernetes API's

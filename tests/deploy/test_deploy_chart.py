@@ -18,10 +18,19 @@ HEALTHCHECK = ["/opt/livekit-bridge/bin/python", "/opt/livekit-bridge/healthchec
 Manifest = dict[str, Any]
 
 
-def rendered(values: str) -> dict[str, Manifest]:
-    """kind -> manifest (at most one of each kind is rendered)."""
+def rendered_all(values: str) -> list[Manifest]:
     text = (Path(deploy_env("RENDERED")) / values).read_text()
-    docs = [d for d in yaml.safe_load_all(text) if d]
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def is_proxy(manifest: Manifest) -> bool:
+    return bool(manifest["metadata"]["labels"].get("app.kubernetes.io/component") == "proxy")
+
+
+def rendered(values: str) -> dict[str, Manifest]:
+    """kind -> manifest of the bridges' objects (at most one of each kind); the proxy's objects
+    (component: proxy) are test_deploy_proxy.py's."""
+    docs = [d for d in rendered_all(values) if not is_proxy(d)]
     kinds = [d["kind"] for d in docs]
     assert len(kinds) == len(set(kinds)), kinds
     return {d["kind"]: d for d in docs}
@@ -225,6 +234,12 @@ REFUSED = {
         ["--set", "probes.type=http", "--set", "metrics.port=0"],
         "probes the metrics port",
     ),
+    "proxy in front of TLS bridges": (["--set", "tls.secretName=t"], "proxy speaks h2c"),
+    "proxy without the bridges' /readyz": (
+        ["--set", "metrics.port=0", "--set", "probes.type=grpc"],
+        "checks each bridge's /readyz",
+    ),
+    "no proxy replica": (["--set", "proxy.replicas=0"], "proxy.replicas must be at least 1"),
     "native sidecar before 1.29": (
         ["--set", "shape=sidecar", "--kube-version", "1.28.0"],
         "sidecar.native needs Kubernetes >= 1.29",

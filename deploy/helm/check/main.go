@@ -30,6 +30,10 @@ func newObject(meta typeMeta) (any, bool) {
 	switch meta {
 	case typeMeta{"apps/v1", "Deployment"}:
 		return &appsv1.Deployment{}, true
+	case typeMeta{"apps/v1", "StatefulSet"}:
+		return &appsv1.StatefulSet{}, true
+	case typeMeta{"v1", "ConfigMap"}:
+		return &corev1.ConfigMap{}, true
 	case typeMeta{"v1", "Service"}:
 		return &corev1.Service{}, true
 	case typeMeta{"v1", "ServiceAccount"}:

@@ -32,6 +32,66 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* The session-routing proxy (pool shape, proxy.enabled): its names and labels. Its own component
+label keeps the bridges' selectors (component: pool) from matching its pods. */}}
+{{- define "livekit-bridge.proxyEnabled" -}}
+{{- if and (eq .Values.shape "pool") .Values.proxy.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{- define "livekit-bridge.proxyName" -}}
+{{- printf "%s-proxy" (include "livekit-bridge.fullname" .) | trunc 55 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "livekit-bridge.proxySelectorLabels" -}}
+app.kubernetes.io/name: {{ include "livekit-bridge.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: proxy
+{{- end -}}
+
+{{- define "livekit-bridge.proxyLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "livekit-bridge.proxySelectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.proxy.image.tag | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* The headless Service of every bridge pod, ready or not, that the proxy resolves (SRV). */}}
+{{- define "livekit-bridge.poolServiceName" -}}
+{{- printf "%s-pool" (include "livekit-bridge.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The proxy's second config file, after deploy/haproxy/haproxy.cfg (`-f` twice): the `peers` section
+that shares the stick table between the replicas, and /healthz for the probes. Each replica is a
+peer named after its pod; its own line has no address (HAProxy's rule for the local peer), the
+others' point at their per-replica ClusterIP Service, which resolves before the pod exists and keeps
+its address when the pod is replaced (HAProxy resolves peer addresses once, at start).
+*/}}
+{{- define "livekit-bridge.proxyPeersConfig" -}}
+# Rendered by the livekit-bridge chart. The routing rules are haproxy.cfg (deploy/haproxy/haproxy.cfg,
+# verbatim); this file adds what several replicas in Kubernetes need. Why: docs/design/deploy.md.
+
+# The stick table of backend `bridges` (BRIDGE_PROXY_PEERS names this section) is shared: a user's
+# entry written by one replica is pushed to the others within milliseconds, and a restarted replica
+# learns the whole table from the others before it routes by it.
+peers proxies
+    bind :{{ .Values.proxy.peersPort }}
+{{- $proxy := include "livekit-bridge.proxyName" . }}
+{{- range $i := until (int .Values.proxy.replicas) }}
+{{- $peer := printf "%s-%d" $proxy $i }}
+.if streq("${POD_NAME}",{{ $peer }})
+    server {{ $peer }}
+.else
+    server {{ $peer }} {{ $peer }}.{{ $.Release.Namespace }}.svc.{{ $.Values.proxy.clusterDomain }}:{{ $.Values.proxy.peersPort }}
+.endif
+{{- end }}
+
+# The kubelet's liveness and readiness probes.
+frontend health
+    bind :{{ .Values.proxy.healthPort }}
+    monitor-uri /healthz
+{{ end -}}
+
 {{/* The bearer token is for the pool's TCP listener; a sidecar's unix socket is owner-only instead. */}}
 {{- define "livekit-bridge.useToken" -}}
 {{- if and (eq .Values.shape "pool") .Values.auth.tokenSecret.name -}}true{{- end -}}
@@ -66,6 +126,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- if and (eq .Values.shape "sidecar") .Values.sidecar.native (semverCompare "<1.29.0-0" .Capabilities.KubeVersion.Version) -}}
 {{- fail (printf "sidecar.native needs Kubernetes >= 1.29 (native sidecars); this is %s: set sidecar.native=false" .Capabilities.KubeVersion.Version) -}}
+{{- end -}}
+{{- if include "livekit-bridge.proxyEnabled" . -}}
+{{- if .Values.tls.secretName -}}
+{{- fail "proxy.enabled: the chart's proxy speaks h2c (gRPC without TLS) to the bridges, which tls.secretName turns off: set proxy.enabled=false and run a proxy that speaks TLS to them (docs/design/deploy.md)" -}}
+{{- end -}}
+{{- if not .Values.metrics.port -}}
+{{- fail "proxy.enabled: the proxy checks each bridge's /readyz on the metrics port: set metrics.port" -}}
+{{- end -}}
+{{- if lt (int .Values.proxy.replicas) 1 -}}
+{{- fail "proxy.replicas must be at least 1 (2 or more survive a node)" -}}
+{{- end -}}
 {{- end -}}
 {{- if not (has .Values.autoscaling.metric (list "cpu" "sessions")) -}}
 {{- fail (printf "autoscaling.metric must be cpu or sessions, not %q" .Values.autoscaling.metric) -}}
