@@ -32,6 +32,8 @@ class QueueClosed(Exception):
 class QueuedChunk:
     pcm: bytes
     timestamp_ms: int
+    notice: str = ""
+    """A notice for the client instead of audio (``pcm`` empty): see ``put_notice``."""
 
 
 class CloudAudioQueue:
@@ -40,6 +42,7 @@ class CloudAudioQueue:
             raise ValueError("max_bytes must be positive")
         self.max_bytes = max_bytes
         self._chunks: deque[QueuedChunk] = deque()
+        self._notices: list[QueuedChunk] = []
         self._bytes = 0
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
@@ -86,9 +89,18 @@ class CloudAudioQueue:
         self.enqueued += 1
         self._wake()
 
+    def put_notice(self, notice: str, timestamp_ms: int) -> None:
+        """Queue a notice for the client (e.g. "draining"). Notices take no room and are never dropped
+        for room audio; the next batch carries them first."""
+        if self._closed:
+            self.rejected_after_close += 1
+            return
+        self._notices.append(QueuedChunk(b"", timestamp_ms, notice))
+        self._wake()
+
     async def get_batch(self) -> list[QueuedChunk]:
         """Wait for at least one chunk, then take every queued chunk (one wake-up per burst)."""
-        while not self._chunks:
+        while not self._chunks and not self._notices:
             if self._closed:
                 raise QueueClosed
             if self._waiter is not None:
@@ -98,7 +110,8 @@ class CloudAudioQueue:
                 await self._waiter
             finally:
                 self._waiter = None
-        batch = list(self._chunks)
+        batch = [*self._notices, *self._chunks]
+        self._notices.clear()
         self._chunks.clear()
         self._bytes = 0
         return batch
@@ -112,6 +125,7 @@ class CloudAudioQueue:
         """Refuse every later put, drop what is queued, and wake the consumer with QueueClosed."""
         self._closed = True
         self._chunks.clear()
+        self._notices.clear()
         self._bytes = 0
         self._wake()
 

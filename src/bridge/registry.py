@@ -36,6 +36,13 @@ __all__ = ["JoinOutcome", "SessionRegistry", "Tombstone"]
 
 log = logging.getLogger(__name__)
 
+MOVE_GRACE_S = 10.0
+"""How long a drain waits for a client it asked to re-join elsewhere (AudioChunk.notice "draining")
+before it hands the session over itself. A re-join through the proxy takes a JoinRoom on another
+bridge: 0.1-0.5 s on a quiet loopback, up to 2.8 s when 17 re-join at once at load average 9 (the
+pool's rolling restart), where a 3 s grace cut some short and gave them a gap. A late one still
+works: the client keeps re-joining after the hand-over ends its stream."""
+
 _TOMBSTONES = 10_000
 """How many ended sessions GetStatus still remembers (oldest forgotten first)."""
 
@@ -209,10 +216,14 @@ class SessionRegistry:
         return await self.get(user_id).stop_playbacks(request_id, track_id, reason)
 
     async def drain(self, timeout_s: float, cut_short: trio.Event) -> None:
-        """Take no new sessions; hand each session over once none of its playbacks is playing, and
-        every one still left at ``timeout_s`` (or when ``cut_short`` is set) at once."""
+        """Take no new sessions; once none of a session's playbacks is playing, ask its client to
+        re-join elsewhere while the session still delivers (make-before-break: the client's new
+        session replaces this one in the room), or hand it over at once to a client that does not
+        understand the notice. A session still here ``MOVE_GRACE_S`` after the notice is handed over,
+        and every one left at ``timeout_s`` (or when ``cut_short`` is set) at once."""
         self.draining = True
         log.info("draining %d sessions (at most %g s)", len(self._sessions), timeout_s)
+        told: dict[BridgeSession, float] = {}
         async with trio.open_nursery() as handovers:
 
             def hand_over(session: BridgeSession) -> None:
@@ -221,8 +232,16 @@ class SessionRegistry:
 
             with trio.move_on_after(timeout_s):
                 while self._sessions and not cut_short.is_set():
+                    now = trio.current_time()
                     for session in self.sessions():
-                        if not session.playing:
+                        if session.playing or session.closing:
+                            continue
+                        if session in told:
+                            if now - told[session] >= MOVE_GRACE_S:
+                                hand_over(session)
+                        elif session.ask_to_move():
+                            told[session] = now
+                        else:
                             hand_over(session)
                     # Playbacks end on their own schedule; a short poll is simpler than a
                     # registry-wide "something ended" event and costs nothing measurable.

@@ -12,6 +12,8 @@ from grpclib.health.v1.health_pb2 import HealthCheckResponse as GrpcHealthCheckR
 from trio_asyncio import aio_as_trio
 
 from bridge._gen.mentra.livekit.bridge import HealthCheckRequest, PlayAudioRequest
+from bridge.registry import MOVE_GRACE_S
+from bridge.session import CloseReason
 from bridge.testing.cloud import CloudStream
 from bridge.testing.synth import encode_wav, tone
 from conftest import start_bridge
@@ -100,6 +102,69 @@ async def test_a_drain_lets_playbacks_finish_flushes_audio_and_sends_clients_els
             await assert_back_to(baseline)
     finally:
         media.close()
+        await aio_as_trio(participants.disconnect)(phone)
+
+
+async def test_a_drain_moves_a_client_that_asks_make_before_break_and_loses_no_mic_packet(  # type: ignore[no-untyped-def]
+    aio_loop, livekit_server
+) -> None:
+    """The rolling restart's hand-over: the draining bridge sends the "draining" notice to a client
+    that asked for it; the client joins another bridge while the old stream still delivers, LiveKit
+    replaces the old participant, the old session ends. Every packet the phone sent in the meantime
+    reaches the cloud on one stream or the other."""
+    user, room = "moving-user", new_room()
+    phone = await aio_as_trio(participants.connect)(livekit_server.url, livekit_server.token(user, room))
+    try:
+        with trio.fail_after(45):
+            async with trio.open_nursery() as nursery:
+                old = await start_bridge(nursery, livekit_server, drain_timeout_s=20.0)
+                new = await start_bridge(nursery, livekit_server)
+                assert (await join(old, user, room)).success
+                first = CloudStream(old.channel, user, metadata={"x-bridge-notices": "draining"})
+                nursery.start_soon(aio_as_trio(first.run))
+                await first.opened.wait()
+                await aio_as_trio(participants.wait_for_participant)(phone, f"bridge-{user}")
+                session = old.state.registry.get(user, touch=False)
+
+                # The phone talks through the whole hand-over: 100 reliable packets, 20 ms apart.
+                packets = [bytes([i]) + _payload(i) for i in range(100)]
+                talking = trio.Event()
+
+                async def talk() -> None:
+                    await aio_as_trio(participants.send_packets)(phone, packets, 0.02, True)
+                    talking.set()
+
+                nursery.start_soon(talk)
+                await wait_until(lambda: session.mic.data_packets >= 10, what="the phone heard")
+                drain_began = trio.current_time()
+                old.state.request_shutdown()
+                await wait_until(lambda: first.notices == ["draining"], what="the notice")
+                assert session.close_reason is None  # still delivering while the client moves
+
+                # The cloud moves: JoinRoom on the other bridge, then its stream.
+                assert (await join(new, user, room)).success
+                second = CloudStream(new.channel, user)
+                nursery.start_soon(aio_as_trio(second.run))
+                await first.ended.wait()  # LiveKit replaced the old participant: the old session ended
+                moved_after = trio.current_time() - drain_began
+                assert session.close_reason is CloseReason.DRAINED
+                assert session.close_detail == "moved to another bridge"
+                assert moved_after < MOVE_GRACE_S  # moved, not handed over at the grace's end
+
+                await talking.wait()
+                expected = {_payload(i) for i in range(100)}
+                await wait_until(
+                    lambda: {c.pcm_data for c in (*first.received, *second.received)} >= expected,
+                    what="every packet on one stream or the other",
+                )
+                print(
+                    f"moved {moved_after:.2f} s after the drain began; {len(first.received) - 1} chunks on "
+                    f"the old stream, {len(second.received)} on the new one"
+                )
+                old.channel.close()
+                new.state.request_shutdown()
+                new.channel.close()
+    finally:
         await aio_as_trio(participants.disconnect)(phone)
 
 

@@ -18,7 +18,7 @@ from bridge.cloud_queue import CloudAudioQueue, QueueClosed
 from bridge.config import BridgeConfig
 from bridge.metrics import BridgeMetrics
 from bridge.playback import PlaybackStats
-from bridge.registry import SessionRegistry
+from bridge.registry import MOVE_GRACE_S, SessionRegistry
 from bridge.session import CloseReason, JoinRequest, StreamCounters, StreamEndReason
 from support.fake_room import FakeRooms
 
@@ -32,6 +32,8 @@ class FakeCall:
     user_id: str
     received: list[bytes] = field(default_factory=list)
     hang_up: asyncio.Event | None = None
+    notices: frozenset[str] = frozenset()
+    notices_received: list[str] = field(default_factory=list)
 
     async def send_all(self, queue: CloudAudioQueue, counters: StreamCounters) -> None:
         while True:
@@ -39,7 +41,8 @@ class FakeCall:
                 batch = await queue.get_batch()
             except QueueClosed:
                 return
-            self.received += [chunk.pcm for chunk in batch]
+            self.received += [chunk.pcm for chunk in batch if not chunk.notice]
+            self.notices_received += [chunk.notice for chunk in batch if chunk.notice]
             counters.chunks_to_cloud += len(batch)
 
     async def receive_all(self, publish: Any, counters: StreamCounters) -> None:
@@ -198,6 +201,57 @@ async def test_without_a_target_held_packets_go_with_the_next_named_sender(world
     await trio.testing.wait_all_tasks_blocked()
     assert call.received == [bytes([s]) * 320 for s in range(2)]
     assert session.mic.unnamed.released == 1
+
+
+async def _attach(world: World, call: FakeCall) -> list[Any]:
+    ends: list[Any] = []
+
+    async def serve() -> None:
+        ends.append(await world.registry.serve_stream(call))
+
+    world.nursery.start_soon(serve)
+    await trio.testing.wait_all_tasks_blocked()
+    return ends
+
+
+async def test_a_drain_asks_a_client_that_understands_to_move_and_its_session_ends_when_it_has(
+    world: World, mock_clock: trio.testing.MockClock
+) -> None:
+    """Make-before-break: the notice goes out while the session still delivers; the client's new
+    session elsewhere replaces ours in the room (DUPLICATE_IDENTITY), which ends this one."""
+    session = (await world.join("mover", target_identity="phone")).session
+    room = world.rooms.made[0]
+    call = FakeCall("mover", notices=frozenset({"draining"}))
+    await _attach(world, call)
+    world.nursery.start_soon(world.registry.drain, 30.0, trio.Event())
+    await trio.testing.wait_all_tasks_blocked()
+    assert call.notices_received == ["draining"]
+    room.participants.add("phone")
+    room.packet(b"\x01" + b"\x01" * 320, "phone")  # still delivering while the client re-joins
+    mock_clock.jump(MOVE_GRACE_S - 0.1)
+    await trio.testing.wait_all_tasks_blocked()
+    assert session.close_reason is None and call.received == [b"\x01" * 320]
+    room.emit("disconnected", reason="DUPLICATE_IDENTITY")  # the client's new session took over
+    await session.closed.wait()
+    assert session.close_reason is CloseReason.DRAINED and session.close_detail == "moved to another bridge"
+
+
+async def test_a_drain_hands_over_a_client_that_did_not_move_in_time_or_cannot(
+    world: World, mock_clock: trio.testing.MockClock
+) -> None:
+    slow = (await world.join("slow")).session
+    told = FakeCall("slow", notices=frozenset({"draining"}))
+    await _attach(world, told)
+    old = (await world.join("old-client")).session
+    untold = FakeCall("old-client")  # asked for no notices: an older client
+    await _attach(world, untold)
+    world.nursery.start_soon(world.registry.drain, 30.0, trio.Event())
+    await old.closed.wait()  # handed over at once, as before notices existed
+    assert old.close_reason is CloseReason.DRAINED and untold.notices_received == []
+    assert told.notices_received == ["draining"] and slow.close_reason is None
+    mock_clock.jump(MOVE_GRACE_S + 0.1)
+    await slow.closed.wait()
+    assert slow.close_reason is CloseReason.DRAINED and slow.close_detail == "bridge draining"
 
 
 async def test_a_lost_room_ends_the_session_and_its_stream_asks_for_a_rejoin(world: World) -> None:

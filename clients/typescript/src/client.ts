@@ -32,7 +32,7 @@ import {
 import { describeError, type Logger, silentLogger } from "./logger";
 import { AudioPacer, type AudioPacerOptions } from "./pacer";
 import { failedEvent, type Playback, type PlayAudioListener, type PlayAudioParams, startPlayback } from "./playback";
-import { routingMetadata } from "./routing";
+import { routingMetadata, streamMetadata } from "./routing";
 import { SerialQueue } from "./serial";
 import { type AudioStreamState, ReconnectingAudioStream, type StateChange, type StreamCounters } from "./stream";
 
@@ -256,9 +256,16 @@ export class LiveKitGrpcClient {
     });
     const reconnect = options.reconnect ?? {};
     const streamOptions = {
-      openCall: (userId: string) => this.lease.stub.streamAudio(routingMetadata(userId)),
+      openCall: (userId: string) => this.lease.stub.streamAudio(streamMetadata(userId)),
       rejoin: (isCurrent: () => boolean) => this.backgroundRejoin(isCurrent),
       onAudio: (chunk: { pcm_data: Buffer }) => this.pacer.push(chunk.pcm_data),
+      // The bridge is draining (a rolling restart): move now, while its stream still delivers.
+      onNotice: (notice: string) => {
+        const userId = this.params?.userId;
+        if (notice === "draining" && userId !== undefined) {
+          void this.moved(userId, "draining notice");
+        }
+      },
       // Someone else joined as this user: the session is theirs now; forget it (a later
       // disconnect() must not LeaveRoom their session).
       onTakeover: () => {
@@ -824,9 +831,9 @@ export class LiveKitGrpcClient {
   }
 
   /**
-   * A call answered NOT_FOUND for the session this client holds. Behind a proxy that means the
-   * session is not where the proxy sends this user now: its bridge is gone (killed, drained), or the
-   * proxy's ring moved the user. Re-joins with the current parameters (JoinRoom goes wherever the
+   * A call answered NOT_FOUND for the session this client holds, or its bridge sent the "draining"
+   * notice. Behind a proxy NOT_FOUND means the session is not where the proxy sends this user now:
+   * its bridge is gone (killed, drained), or the proxy's ring moved the user. Re-joins with the current parameters (JoinRoom goes wherever the
    * proxy sends it now), make-before-break: the current audio stream stays open until the new one
    * replaces it (LiveKit disconnects the older participant of the same identity, which ends the old
    * session). Resolves true once the session is back, false when this client holds no session for
@@ -838,7 +845,7 @@ export class LiveKitGrpcClient {
       return Promise.resolve(false);
     }
     if (this.moving === undefined) {
-      this.logger.warn({ userId, call }, "session not found where the call went: re-joining (moved)");
+      this.logger.warn({ userId, call }, "session moved or its bridge is draining: re-joining make-before-break");
       const moving = this.serial
         .run(async () => {
           const params = this.params;

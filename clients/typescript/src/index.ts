@@ -53,4 +53,4 @@ import { LiveKitGrpcClient } from "./client";
 
 /** The old module's default export: `import LiveKitGrpcClient from "..."` keeps working. */
 export default LiveKitGrpcClient;
-export { ROUTING_KEY, routingMetadata } from "./routing";
+export { NOTICES_KEY, ROUTING_KEY, routingMetadata, streamMetadata } from "./routing";

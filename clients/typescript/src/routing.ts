@@ -10,6 +10,20 @@ import { Metadata } from "@grpc/grpc-js";
 export const ROUTING_KEY = "x-user-id";
 
 /**
+ * StreamAudio metadata: the notices this client understands (AudioChunk.notice). "draining": the
+ * bridge asks for a make-before-break re-join elsewhere before it goes away (a rolling restart).
+ */
+export const NOTICES_KEY = "x-bridge-notices";
+export const UNDERSTOOD_NOTICES = "draining";
+
+/** Metadata for `userId`'s StreamAudio call: the routing key and the notices this client handles. */
+export function streamMetadata(userId: string): Metadata {
+  const metadata = routingMetadata(userId);
+  metadata.set(NOTICES_KEY, UNDERSTOOD_NOTICES);
+  return metadata;
+}
+
+/**
  * Metadata for a call of `userId`'s session. `waitForReady`: the call waits for the channel to
  * connect (within its deadline) instead of failing at once (grpc-js takes it as a metadata option).
  */

@@ -99,6 +99,11 @@ export interface ReconnectingAudioStreamOptions {
    */
   rejoin: (isCurrent: () => boolean) => Promise<void>;
   onAudio: (chunk: AudioChunk__Output) => void;
+  /**
+   * A notice the bridge sent on the call instead of audio (AudioChunk.notice; the client asks for
+   * them in openCall's metadata): "draining" = join again elsewhere now, make-before-break.
+   */
+  onNotice?: (notice: string) => void;
   onStateChange?: (change: StateChange) => void;
   /** The session was taken over (see isTakeover): the stream is idle now and will not re-join. */
   onTakeover?: (end: StreamEnd) => void;
@@ -342,6 +347,10 @@ export class ReconnectingAudioStream {
     const call = this.options.openCall(this.userId);
     const onData = (chunk: AudioChunk__Output): void => {
       if (generation !== this.generation) {
+        return;
+      }
+      if (chunk.notice) {
+        this.options.onNotice?.(chunk.notice);
         return;
       }
       this.stats.chunksIn += 1;

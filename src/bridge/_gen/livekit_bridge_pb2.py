@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14livekit_bridge.proto\x12\x15mentra.livekit.bridge\"~\n\nAudioChunk\x12\x10\n\x08pcm_data\x18\x01 \x01(\x0c\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x10\n\x08track_id\x18\x06 \x01(\x05\"r\n\x0fJoinRoomRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\troom_name\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x13\n\x0blivekit_url\x18\x04 \x01(\t\x12\x17\n\x0ftarget_identity\x18\x05 \x01(\t\"\xdf\x01\n\x10JoinRoomResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x16\n\x0eparticipant_id\x18\x03 \x01(\t\x12\x19\n\x11participant_count\x18\x04 \x01(\x05\x12G\n\x08metadata\x18\x05 \x03(\x0b\x32\x35.mentra.livekit.bridge.JoinRoomResponse.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x10LeaveRoomRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"3\n\x11LeaveRoomResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"\x90\x01\n\x10PlayAudioRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\taudio_url\x18\x02 \x01(\t\x12\x13\n\x06volume\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\nstop_other\x18\x04 \x01(\x08\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x10\n\x08track_id\x18\x06 \x01(\x05\x42\t\n\x07_volume\"\xd7\x02\n\x0ePlayAudioEvent\x12=\n\x04type\x18\x01 \x01(\x0e\x32/.mentra.livekit.bridge.PlayAudioEvent.EventType\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x03\x12\x13\n\x0bposition_ms\x18\x04 \x01(\x03\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x45\n\x08metadata\x18\x06 \x03(\x0b\x32\x33.mentra.livekit.bridge.PlayAudioEvent.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\tEventType\x12\x0b\n\x07STARTED\x10\x00\x12\x0c\n\x08PROGRESS\x10\x01\x12\r\n\tCOMPLETED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\"k\n\x10StopAudioRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x15\n\x08track_id\x18\x04 \x01(\x05H\x00\x88\x01\x01\x42\x0b\n\t_track_id\"O\n\x11StopAudioResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x1a\n\x12stopped_request_id\x18\x03 \x01(\t\"%\n\x12HealthCheckRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"\xf6\x02\n\x13HealthCheckResponse\x12H\n\x06status\x18\x01 \x01(\x0e\x32\x38.mentra.livekit.bridge.HealthCheckResponse.ServingStatus\x12\x17\n\x0f\x61\x63tive_sessions\x18\x02 \x01(\x05\x12\x16\n\x0e\x61\x63tive_streams\x18\x03 \x01(\x05\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x03\x12J\n\x08metadata\x18\x05 \x03(\x0b\x32\x38.mentra.livekit.bridge.HealthCheckResponse.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\rServingStatus\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0b\n\x07SERVING\x10\x01\x12\x0f\n\x0bNOT_SERVING\x10\x02\x12\x13\n\x0fSERVICE_UNKNOWN\x10\x03\"&\n\x13\x42ridgeStatusRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\xb0\x01\n\x14\x42ridgeStatusResponse\x12\x11\n\tconnected\x18\x01 \x01(\x08\x12\x16\n\x0eparticipant_id\x18\x02 \x01(\t\x12\x19\n\x11participant_count\x18\x03 \x01(\x05\x12\x1a\n\x12last_disconnect_at\x18\x04 \x01(\x03\x12\x1e\n\x16last_disconnect_reason\x18\x05 \x01(\t\x12\x16\n\x0eserver_version\x18\x06 \x01(\t2\xb0\x05\n\rLiveKitBridge\x12W\n\x0bStreamAudio\x12!.mentra.livekit.bridge.AudioChunk\x1a!.mentra.livekit.bridge.AudioChunk(\x01\x30\x01\x12[\n\x08JoinRoom\x12&.mentra.livekit.bridge.JoinRoomRequest\x1a\'.mentra.livekit.bridge.JoinRoomResponse\x12^\n\tLeaveRoom\x12\'.mentra.livekit.bridge.LeaveRoomRequest\x1a(.mentra.livekit.bridge.LeaveRoomResponse\x12]\n\tPlayAudio\x12\'.mentra.livekit.bridge.PlayAudioRequest\x1a%.mentra.livekit.bridge.PlayAudioEvent0\x01\x12^\n\tStopAudio\x12\'.mentra.livekit.bridge.StopAudioRequest\x1a(.mentra.livekit.bridge.StopAudioResponse\x12\x64\n\x0bHealthCheck\x12).mentra.livekit.bridge.HealthCheckRequest\x1a*.mentra.livekit.bridge.HealthCheckResponse\x12\x64\n\tGetStatus\x12*.mentra.livekit.bridge.BridgeStatusRequest\x1a+.mentra.livekit.bridge.BridgeStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14livekit_bridge.proto\x12\x15mentra.livekit.bridge\"\x8e\x01\n\nAudioChunk\x12\x10\n\x08pcm_data\x18\x01 \x01(\x0c\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x10\n\x08track_id\x18\x06 \x01(\x05\x12\x0e\n\x06notice\x18\x07 \x01(\t\"r\n\x0fJoinRoomRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\troom_name\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x13\n\x0blivekit_url\x18\x04 \x01(\t\x12\x17\n\x0ftarget_identity\x18\x05 \x01(\t\"\xdf\x01\n\x10JoinRoomResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x16\n\x0eparticipant_id\x18\x03 \x01(\t\x12\x19\n\x11participant_count\x18\x04 \x01(\x05\x12G\n\x08metadata\x18\x05 \x03(\x0b\x32\x35.mentra.livekit.bridge.JoinRoomResponse.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x10LeaveRoomRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"3\n\x11LeaveRoomResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"\x90\x01\n\x10PlayAudioRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\taudio_url\x18\x02 \x01(\t\x12\x13\n\x06volume\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\nstop_other\x18\x04 \x01(\x08\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x10\n\x08track_id\x18\x06 \x01(\x05\x42\t\n\x07_volume\"\xd7\x02\n\x0ePlayAudioEvent\x12=\n\x04type\x18\x01 \x01(\x0e\x32/.mentra.livekit.bridge.PlayAudioEvent.EventType\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x03\x12\x13\n\x0bposition_ms\x18\x04 \x01(\x03\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x45\n\x08metadata\x18\x06 \x03(\x0b\x32\x33.mentra.livekit.bridge.PlayAudioEvent.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\tEventType\x12\x0b\n\x07STARTED\x10\x00\x12\x0c\n\x08PROGRESS\x10\x01\x12\r\n\tCOMPLETED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\"k\n\x10StopAudioRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x15\n\x08track_id\x18\x04 \x01(\x05H\x00\x88\x01\x01\x42\x0b\n\t_track_id\"O\n\x11StopAudioResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x1a\n\x12stopped_request_id\x18\x03 \x01(\t\"%\n\x12HealthCheckRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"\xf6\x02\n\x13HealthCheckResponse\x12H\n\x06status\x18\x01 \x01(\x0e\x32\x38.mentra.livekit.bridge.HealthCheckResponse.ServingStatus\x12\x17\n\x0f\x61\x63tive_sessions\x18\x02 \x01(\x05\x12\x16\n\x0e\x61\x63tive_streams\x18\x03 \x01(\x05\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x03\x12J\n\x08metadata\x18\x05 \x03(\x0b\x32\x38.mentra.livekit.bridge.HealthCheckResponse.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\rServingStatus\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0b\n\x07SERVING\x10\x01\x12\x0f\n\x0bNOT_SERVING\x10\x02\x12\x13\n\x0fSERVICE_UNKNOWN\x10\x03\"&\n\x13\x42ridgeStatusRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\xb0\x01\n\x14\x42ridgeStatusResponse\x12\x11\n\tconnected\x18\x01 \x01(\x08\x12\x16\n\x0eparticipant_id\x18\x02 \x01(\t\x12\x19\n\x11participant_count\x18\x03 \x01(\x05\x12\x1a\n\x12last_disconnect_at\x18\x04 \x01(\x03\x12\x1e\n\x16last_disconnect_reason\x18\x05 \x01(\t\x12\x16\n\x0eserver_version\x18\x06 \x01(\t2\xb0\x05\n\rLiveKitBridge\x12W\n\x0bStreamAudio\x12!.mentra.livekit.bridge.AudioChunk\x1a!.mentra.livekit.bridge.AudioChunk(\x01\x30\x01\x12[\n\x08JoinRoom\x12&.mentra.livekit.bridge.JoinRoomRequest\x1a\'.mentra.livekit.bridge.JoinRoomResponse\x12^\n\tLeaveRoom\x12\'.mentra.livekit.bridge.LeaveRoomRequest\x1a(.mentra.livekit.bridge.LeaveRoomResponse\x12]\n\tPlayAudio\x12\'.mentra.livekit.bridge.PlayAudioRequest\x1a%.mentra.livekit.bridge.PlayAudioEvent0\x01\x12^\n\tStopAudio\x12\'.mentra.livekit.bridge.StopAudioRequest\x1a(.mentra.livekit.bridge.StopAudioResponse\x12\x64\n\x0bHealthCheck\x12).mentra.livekit.bridge.HealthCheckRequest\x1a*.mentra.livekit.bridge.HealthCheckResponse\x12\x64\n\tGetStatus\x12*.mentra.livekit.bridge.BridgeStatusRequest\x1a+.mentra.livekit.bridge.BridgeStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,42 +38,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLAYAUDIOEVENT_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_HEALTHCHECKRESPONSE_METADATAENTRY']._loaded_options = None
   _globals['_HEALTHCHECKRESPONSE_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_AUDIOCHUNK']._serialized_start=47
-  _globals['_AUDIOCHUNK']._serialized_end=173
-  _globals['_JOINROOMREQUEST']._serialized_start=175
-  _globals['_JOINROOMREQUEST']._serialized_end=289
-  _globals['_JOINROOMRESPONSE']._serialized_start=292
-  _globals['_JOINROOMRESPONSE']._serialized_end=515
-  _globals['_JOINROOMRESPONSE_METADATAENTRY']._serialized_start=468
-  _globals['_JOINROOMRESPONSE_METADATAENTRY']._serialized_end=515
-  _globals['_LEAVEROOMREQUEST']._serialized_start=517
-  _globals['_LEAVEROOMREQUEST']._serialized_end=568
-  _globals['_LEAVEROOMRESPONSE']._serialized_start=570
-  _globals['_LEAVEROOMRESPONSE']._serialized_end=621
-  _globals['_PLAYAUDIOREQUEST']._serialized_start=624
-  _globals['_PLAYAUDIOREQUEST']._serialized_end=768
-  _globals['_PLAYAUDIOEVENT']._serialized_start=771
-  _globals['_PLAYAUDIOEVENT']._serialized_end=1114
-  _globals['_PLAYAUDIOEVENT_METADATAENTRY']._serialized_start=468
-  _globals['_PLAYAUDIOEVENT_METADATAENTRY']._serialized_end=515
-  _globals['_PLAYAUDIOEVENT_EVENTTYPE']._serialized_start=1049
-  _globals['_PLAYAUDIOEVENT_EVENTTYPE']._serialized_end=1114
-  _globals['_STOPAUDIOREQUEST']._serialized_start=1116
-  _globals['_STOPAUDIOREQUEST']._serialized_end=1223
-  _globals['_STOPAUDIORESPONSE']._serialized_start=1225
-  _globals['_STOPAUDIORESPONSE']._serialized_end=1304
-  _globals['_HEALTHCHECKREQUEST']._serialized_start=1306
-  _globals['_HEALTHCHECKREQUEST']._serialized_end=1343
-  _globals['_HEALTHCHECKRESPONSE']._serialized_start=1346
-  _globals['_HEALTHCHECKRESPONSE']._serialized_end=1720
-  _globals['_HEALTHCHECKRESPONSE_METADATAENTRY']._serialized_start=468
-  _globals['_HEALTHCHECKRESPONSE_METADATAENTRY']._serialized_end=515
-  _globals['_HEALTHCHECKRESPONSE_SERVINGSTATUS']._serialized_start=1641
-  _globals['_HEALTHCHECKRESPONSE_SERVINGSTATUS']._serialized_end=1720
-  _globals['_BRIDGESTATUSREQUEST']._serialized_start=1722
-  _globals['_BRIDGESTATUSREQUEST']._serialized_end=1760
-  _globals['_BRIDGESTATUSRESPONSE']._serialized_start=1763
-  _globals['_BRIDGESTATUSRESPONSE']._serialized_end=1939
-  _globals['_LIVEKITBRIDGE']._serialized_start=1942
-  _globals['_LIVEKITBRIDGE']._serialized_end=2630
+  _globals['_AUDIOCHUNK']._serialized_start=48
+  _globals['_AUDIOCHUNK']._serialized_end=190
+  _globals['_JOINROOMREQUEST']._serialized_start=192
+  _globals['_JOINROOMREQUEST']._serialized_end=306
+  _globals['_JOINROOMRESPONSE']._serialized_start=309
+  _globals['_JOINROOMRESPONSE']._serialized_end=532
+  _globals['_JOINROOMRESPONSE_METADATAENTRY']._serialized_start=485
+  _globals['_JOINROOMRESPONSE_METADATAENTRY']._serialized_end=532
+  _globals['_LEAVEROOMREQUEST']._serialized_start=534
+  _globals['_LEAVEROOMREQUEST']._serialized_end=585
+  _globals['_LEAVEROOMRESPONSE']._serialized_start=587
+  _globals['_LEAVEROOMRESPONSE']._serialized_end=638
+  _globals['_PLAYAUDIOREQUEST']._serialized_start=641
+  _globals['_PLAYAUDIOREQUEST']._serialized_end=785
+  _globals['_PLAYAUDIOEVENT']._serialized_start=788
+  _globals['_PLAYAUDIOEVENT']._serialized_end=1131
+  _globals['_PLAYAUDIOEVENT_METADATAENTRY']._serialized_start=485
+  _globals['_PLAYAUDIOEVENT_METADATAENTRY']._serialized_end=532
+  _globals['_PLAYAUDIOEVENT_EVENTTYPE']._serialized_start=1066
+  _globals['_PLAYAUDIOEVENT_EVENTTYPE']._serialized_end=1131
+  _globals['_STOPAUDIOREQUEST']._serialized_start=1133
+  _globals['_STOPAUDIOREQUEST']._serialized_end=1240
+  _globals['_STOPAUDIORESPONSE']._serialized_start=1242
+  _globals['_STOPAUDIORESPONSE']._serialized_end=1321
+  _globals['_HEALTHCHECKREQUEST']._serialized_start=1323
+  _globals['_HEALTHCHECKREQUEST']._serialized_end=1360
+  _globals['_HEALTHCHECKRESPONSE']._serialized_start=1363
+  _globals['_HEALTHCHECKRESPONSE']._serialized_end=1737
+  _globals['_HEALTHCHECKRESPONSE_METADATAENTRY']._serialized_start=485
+  _globals['_HEALTHCHECKRESPONSE_METADATAENTRY']._serialized_end=532
+  _globals['_HEALTHCHECKRESPONSE_SERVINGSTATUS']._serialized_start=1658
+  _globals['_HEALTHCHECKRESPONSE_SERVINGSTATUS']._serialized_end=1737
+  _globals['_BRIDGESTATUSREQUEST']._serialized_start=1739
+  _globals['_BRIDGESTATUSREQUEST']._serialized_end=1777
+  _globals['_BRIDGESTATUSRESPONSE']._serialized_start=1780
+  _globals['_BRIDGESTATUSRESPONSE']._serialized_end=1956
+  _globals['_LIVEKITBRIDGE']._serialized_start=1959
+  _globals['_LIVEKITBRIDGE']._serialized_end=2647
 # @@protoc_insertion_point(module_scope)

@@ -45,7 +45,7 @@ from ..state import BridgeState
 from ..version import VERSION
 from .calls import grpc_error, in_trio, stream_end_error
 from .requests import RequestTranslator, play_audio_event
-from .stream_link import GrpcCloudLink
+from .stream_link import GrpcCloudLink, requested_notices
 
 __all__ = ["SERVICE_NAME", "LiveKitBridgeService"]
 
@@ -173,7 +173,12 @@ class LiveKitBridgeService:
         if not first.user_id:
             raise GRPCError(Status.INVALID_ARGUMENT, "the first StreamAudio message must carry user_id")
         self._requests.user_id(first.user_id)
-        link = GrpcCloudLink(stream, first, out_rate=self._state.config.publish_sample_rate)
+        link = GrpcCloudLink(
+            stream,
+            first,
+            out_rate=self._state.config.publish_sample_rate,
+            notices=requested_notices(stream.metadata),
+        )
         self._state.stream_opened()
         try:
             end = await in_trio(self._registry.serve_stream, link)

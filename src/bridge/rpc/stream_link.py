@@ -21,19 +21,39 @@ from ..errors import AudioFormatError, TransportRefusedError
 from ..livekit_io.inbound import CLOUD_SAMPLE_RATE
 from ..session.stream import Publish, StreamCounters
 
-__all__ = ["MAX_TRACK_ID", "CloudPcmConverter", "GrpcCloudLink"]
+__all__ = ["MAX_TRACK_ID", "NOTICES_KEY", "CloudPcmConverter", "GrpcCloudLink", "requested_notices"]
 
 MAX_TRACK_ID = 15
 """Cloud PCM may use tracks 0..15; each distinct id publishes one more track into the room."""
 
 _MAX_CHANNELS = 2
 
+NOTICES_KEY = "x-bridge-notices"
+"""StreamAudio metadata: the notices a client understands, comma-separated (AudioChunk.notice)."""
+KNOWN_NOTICES = frozenset({"draining"})
+
+
+def requested_notices(metadata: object) -> frozenset[str]:
+    """The known notices a StreamAudio call's metadata asks for; anything else is ignored."""
+    values = metadata.getall(NOTICES_KEY, []) if hasattr(metadata, "getall") else []
+    wanted = {part.strip() for value in values if isinstance(value, str) for part in value.split(",")}
+    return frozenset(wanted & KNOWN_NOTICES)
+
 
 class GrpcCloudLink:
     """One StreamAudio call: ``first`` is its first message (already read, it carries the user id)."""
 
-    def __init__(self, stream: Stream[AudioChunk, AudioChunk], first: AudioChunk, *, out_rate: int) -> None:
+    def __init__(
+        self,
+        stream: Stream[AudioChunk, AudioChunk],
+        first: AudioChunk,
+        *,
+        out_rate: int,
+        notices: frozenset[str] = frozenset(),
+    ) -> None:
         self.user_id = first.user_id
+        self.notices = notices
+        """The notices this client asked for (metadata ``x-bridge-notices``)."""
         self._stream = stream
         self._first: AudioChunk | None = first
         self._converter = CloudPcmConverter(out_rate)
@@ -53,10 +73,12 @@ class GrpcCloudLink:
                         channels=1,
                         timestamp_ms=chunk.timestamp_ms,
                         user_id=self.user_id,
+                        notice=chunk.notice,
                     )
                 )
-                counters.chunks_to_cloud += 1
-                counters.bytes_to_cloud += len(chunk.pcm)
+                if not chunk.notice:
+                    counters.chunks_to_cloud += 1
+                    counters.bytes_to_cloud += len(chunk.pcm)
 
     async def receive_all(self, publish: Publish, counters: StreamCounters) -> None:
         """Publish cloud PCM until the client stops sending (asyncio side).

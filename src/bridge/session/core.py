@@ -96,6 +96,8 @@ class BridgeSession:
         self.playbacks = Playbacks(self, self.tracks, services)
         self.status = ConnectionStatus()
         self.failures = 0
+        self.asked_to_move = False
+        """A drain told the client to re-join elsewhere (``ask_to_move``)."""
         self._last_activity = trio.current_time()
         self._task: trio.lowlevel.Task | None = None
         self.close_reason: CloseReason | None = None
@@ -176,6 +178,13 @@ class BridgeSession:
         self.close(reason, detail)
         await self.closed.wait()
 
+    def ask_to_move(self) -> bool:
+        """Tell the attached client (if it understands the notice) that this bridge is draining: it
+        re-joins elsewhere while this session still delivers, and LiveKit then replaces our
+        participant, which ends this session as DRAINED. Whether the client was told."""
+        self.asked_to_move = self.stream.notify("draining")
+        return self.asked_to_move
+
     async def hand_over(self) -> None:
         """End the session for a drain: flush its queued room audio to its stream, then close it.
 
@@ -235,7 +244,15 @@ class BridgeSession:
                 log.info("room reconnected", extra={"user_id": self.user_id})
             elif event.kind == "disconnected":
                 self.status.mark_disconnected(f"room disconnected: {event.reason}")
-                self.close(CloseReason.ROOM_DISCONNECTED, f"room disconnected: {event.reason}")
+                if self.asked_to_move and event.reason == "DUPLICATE_IDENTITY":
+                    # The client re-joined elsewhere, as a drain asked: what our participant heard
+                    # last still goes to the cloud, then the hand-over is done.
+                    self._set_close_reason(CloseReason.DRAINED, "moved to another bridge")
+                    await self.stream.flush()
+                    self.close(CloseReason.DRAINED)
+                    return
+                else:
+                    self.close(CloseReason.ROOM_DISCONNECTED, f"room disconnected: {event.reason}")
 
     # --- what the registry asks of a session --------------------------------------------------------
 

@@ -18,6 +18,7 @@ import numpy.typing as npt
 import trio
 from trio_asyncio import aio_as_trio
 
+from ..clock import now_ms
 from ..cloud_queue import CloudAudioQueue
 from ..errors import AudioFormatError, SessionNotFoundError, TransportRefusedError
 from ..livekit_io.outbound import TrackPublishError
@@ -47,6 +48,8 @@ class CloudLink(Protocol):
     """One StreamAudio call's I/O (asyncio side)."""
 
     user_id: str
+    notices: frozenset[str]
+    """The notices the client asked for (``x-bridge-notices``); the others are never sent to it."""
 
     async def send_all(self, queue: CloudAudioQueue, counters: StreamCounters) -> None:
         """Send queued room audio until the queue is closed (or sealed and empty)."""
@@ -67,6 +70,7 @@ class StreamSnapshot:
 
 @dataclass(eq=False)
 class _Attachment:
+    link: CloudLink
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     done: trio.Event = field(default_factory=trio.Event)
     flushed: trio.Event = field(default_factory=trio.Event)
@@ -94,7 +98,7 @@ class AttachedStream:
         before returning. ``end_for_close`` says how the call ends when the session closes.
         """
         nursery = self._host.nursery
-        attachment = _Attachment()
+        attachment = _Attachment(link)
         previous, self._attachment = self._attachment, attachment
         if previous is not None:
             previous.end = StreamEnd(StreamEndReason.SUPERSEDED, "superseded by a newer StreamAudio call")
@@ -112,6 +116,14 @@ class AttachedStream:
                 self._attachment = None
             self._host.touch()
         return attachment.end or end_for_close()
+
+    def notify(self, notice: str) -> bool:
+        """Send ``notice`` on the attached call if its client asked for it; whether it was sent."""
+        attachment = self._attachment
+        if attachment is None or notice not in attachment.link.notices:
+            return False
+        self._queue.put_notice(notice, now_ms())
+        return True
 
     async def flush(self) -> None:
         """Seal the cloud queue and wait (bounded) until the attached call has sent what it held."""

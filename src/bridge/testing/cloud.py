@@ -34,16 +34,26 @@ class CloudStream:
     status: Status | None = None
     message: str = ""
     stream: object = None
+    metadata: dict[str, str] | None = None
+    """Metadata of the call (e.g. ``{"x-bridge-notices": "draining"}``)."""
 
     @property
     def pcm(self) -> bytes:
         return b"".join(chunk.pcm_data for chunk in self.received)
 
+    @property
+    def notices(self) -> list[str]:
+        return [chunk.notice for chunk in self.received if chunk.notice]
+
     async def run(self) -> None:
         """asyncio side: open the call, send the first message, read until it ends."""
         try:
             async with self.channel.request(
-                STREAM_AUDIO, grpclib.const.Cardinality.STREAM_STREAM, AudioChunk, AudioChunk
+                STREAM_AUDIO,
+                grpclib.const.Cardinality.STREAM_STREAM,
+                AudioChunk,
+                AudioChunk,
+                metadata=self.metadata,
             ) as stream:
                 self.stream = stream
                 await stream.send_message(AudioChunk(user_id=self.user_id, sample_rate=16000, channels=1))

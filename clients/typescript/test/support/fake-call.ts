@@ -28,7 +28,7 @@ export class FakeCall extends EventEmitter implements AudioCall {
     }
   }
 
-  receive(pcm: Buffer): void {
+  receive(pcm: Buffer, notice = ""): void {
     const chunk: AudioChunk__Output = {
       pcm_data: pcm,
       sample_rate: 16000,
@@ -36,6 +36,7 @@ export class FakeCall extends EventEmitter implements AudioCall {
       timestamp_ms: String(Date.now()),
       user_id: "u",
       track_id: 0,
+      notice,
     };
     this.emit("data", chunk);
   }

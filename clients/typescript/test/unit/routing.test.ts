@@ -86,6 +86,39 @@ describe("routing a pool: x-user-id on every call, NOT_FOUND = moved", () => {
     assert.deepEqual(bridge.leaves.filter((l) => l.user_id === "moved-1"), [], "no LeaveRoom: the new session is the one");
   });
 
+  test("a draining notice on the stream: the client re-joins make-before-break, audio still arriving on the old stream", async () => {
+    const heard: Buffer[] = [];
+    const audioClient = new LiveKitGrpcClient({ channel, onAudio: (pcm) => heard.push(pcm) });
+    clients.push(audioClient);
+    await audioClient.connect(params("drain-move-1"));
+    await waitFor(() => bridge.firstMessages.some((m) => m.user_id === "drain-move-1"), 2000, "the stream");
+    const index = bridge.firstMessages.findIndex((m) => m.user_id === "drain-move-1");
+    const oldStream = bridge.streams[index];
+    assert.ok(oldStream !== undefined);
+    assert.deepEqual(oldStream.metadata.get("x-bridge-notices"), ["draining"], "the client asks for the notice");
+    const joinsBefore = bridge.joins.length;
+    const streamsBefore = bridge.streams.length;
+    let oldStreamOpenAtRejoin: boolean | undefined;
+    const reply = bridge.joinReply;
+    bridge.joinReply = (request) => {
+      oldStreamOpenAtRejoin = !oldStream.cancelled && !oldStream.writableEnded;
+      return reply(request);
+    };
+    try {
+      oldStream.write({ pcm_data: Buffer.alloc(0), notice: "draining", user_id: "drain-move-1" });
+      oldStream.write({ pcm_data: Buffer.from([1, 2]), user_id: "drain-move-1" }); // the old stream still delivers
+      await waitFor(() => bridge.streams.length === streamsBefore + 1, 2000, "the new stream");
+    } finally {
+      bridge.joinReply = reply;
+    }
+    assert.equal(bridge.joins.length, joinsBefore + 1, "one re-join");
+    assert.equal(oldStreamOpenAtRejoin, true, "make-before-break: the old stream was open while re-joining");
+    assert.deepEqual(Buffer.concat(heard), Buffer.from([1, 2]), "the notice is not audio; the audio after it arrives");
+    assert.equal(audioClient.streamCounters.handovers, 1);
+    assert.equal(audioClient.streamCounters.reconnects, 0, "no reconnect of its own on top");
+    assert.deepEqual(bridge.leaves.filter((l) => l.user_id === "drain-move-1"), [], "no LeaveRoom: the new session is the one");
+  });
+
   test("a PlayAudio that finds no session plays after the re-join; only that attempt's events are reported", async () => {
     const client = newClient();
     await client.connect(params("moved-2"));

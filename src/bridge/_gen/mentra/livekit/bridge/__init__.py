@@ -92,6 +92,14 @@ class AudioChunk(betterproto2.Message):
     0 speaker, 1 app_audio, 2 tts, n > 2 custom: published as track `track_n`.
     """
 
+    notice: "str" = betterproto2.field(7, betterproto2.TYPE_STRING)
+    """
+    Bridge -> client only, on a chunk without PCM, and only on a StreamAudio call whose metadata
+    `x-bridge-notices` names it (older clients never see one): "draining" = this bridge is going
+    away; join again now (behind a proxy: elsewhere) while this stream still delivers, and switch
+    to the new stream (make-before-break). The bridge ends this stream later either way.
+    """
+
 
 default_message_pool.register_message("mentra.livekit.bridge", "AudioChunk", AudioChunk)
 
