@@ -169,6 +169,41 @@ describe("LiveKitGrpcClient against a scripted in-process bridge", () => {
     await client.dispose();
   });
 
+  test("playAudio: durationMs on STARTED and PROGRESS is the bridge's duration_ms (the length the file states, else 0), as a number", async () => {
+    // What the bridge sends: the length the file states from the start (a WAV header, an MP3's
+    // Xing/Info frame), 0 until COMPLETED when it states none. int64 arrives as a decimal string (longs: String).
+    const lengths: Record<string, { stated: string; played: string }> = {
+      "states-its-length": { stated: "2500", played: "2500" },
+      "states-none": { stated: "0", played: "1800" },
+    };
+    bridge.play = (call: PlayCall) => {
+      const id = call.request.request_id;
+      const { stated, played } = lengths[id] ?? { stated: "0", played: "0" };
+      call.write({ type: "STARTED", request_id: id, duration_ms: stated });
+      call.write({ type: "PROGRESS", request_id: id, duration_ms: stated, position_ms: "100" });
+      call.write({ type: "COMPLETED", request_id: id, duration_ms: played, position_ms: played });
+      call.end();
+    };
+    const client = newClient();
+    await client.connect(connectParams("olga"));
+    const durations = async (requestId: string): Promise<Array<[string, unknown]>> => {
+      const events: PlayAudioEvent[] = [];
+      await client.playAudio({ requestId, url: `https://x/${requestId}` }, (e) => events.push(e));
+      return events.map((e) => [e.type, e.durationMs]);
+    };
+    assert.deepEqual(await durations("states-its-length"), [
+      ["STARTED", 2500],
+      ["PROGRESS", 2500],
+      ["COMPLETED", 2500],
+    ]);
+    assert.deepEqual(await durations("states-none"), [
+      ["STARTED", 0],
+      ["PROGRESS", 0],
+      ["COMPLETED", 1800],
+    ]);
+    await client.dispose();
+  });
+
   test("playAudio on a bridge error reports exactly one FAILED with the gRPC code and resolves", async () => {
     bridge.play = (call) => call.emit("error", { code: grpc.status.UNIMPLEMENTED, details: "not yet" });
     const client = newClient();
