@@ -12,7 +12,7 @@ import {
   type StateChange,
 } from "../../src/index";
 import { activeTimers } from "../support/fake-call";
-import { FakeBridge, type PlayCall } from "../support/fake-bridge";
+import { FakeBridge, type PlayCall, type StreamCall } from "../support/fake-bridge";
 import { sleep, waitFor } from "../support/process";
 
 const TOKEN = "eyJhbGciOiJIUzI1NiJ9.secret-token-that-must-never-be-logged.sig";
@@ -275,6 +275,46 @@ describe("LiveKitGrpcClient against a scripted in-process bridge", () => {
     assert.equal(client.sendAudioChunk(Buffer.alloc(320)), false);
     await sleep(20);
     assert.equal(activeTimers(), timers);
+  });
+
+  test("disconnect(): one LeaveRoom, the stream ends, no re-join, buffered room audio handed on; connect() afterwards joins and streams again", async () => {
+    const heard: Buffer[] = [];
+    // A jitter delay far beyond the test: room audio stays in the pacer until disconnect() flushes it.
+    const client = newClient({ pacing: { mode: "paced", jitterMs: 60_000 }, onAudio: (pcm) => heard.push(Buffer.from(pcm)) });
+    await client.connect(connectParams("paul"));
+    const streamsOf = (): StreamCall[] => bridge.streams.filter((_, i) => bridge.firstMessages[i]?.user_id === "paul");
+    await waitFor(() => streamsOf().length === 1, 2000, "the stream");
+    const first = streamsOf()[0];
+    let firstCancelled = false;
+    first?.on("cancelled", () => {
+      firstCancelled = true;
+    });
+    first?.write({ pcm_data: Buffer.alloc(640, 7), sample_rate: 16000, channels: 1, user_id: "paul" });
+    await waitFor(() => client.pacerCounters.bytesIn === 640, 2000, "room audio in the pacer");
+    assert.equal(heard.length, 0, "held by the jitter delay");
+    const joins = (): number => bridge.joins.filter((j) => j.user_id === "paul").length;
+    const leaves = (): number => bridge.leaves.filter((l) => l.user_id === "paul").length;
+
+    await client.disconnect();
+    assert.equal(leaves(), 1, "one LeaveRoom");
+    assert.equal(Buffer.concat(heard).length, 640, "the pacer was flushed");
+    assert.equal(client.isConnected(), false);
+    assert.equal(client.isConnecting(), false, "no re-join scheduled");
+    assert.equal(client.sendAudioChunk(Buffer.alloc(320)), false, "no streaming");
+    await waitFor(() => firstCancelled, 2000, "the bridge to see the stream end");
+    assert.equal(client.streamCounters.unexpectedEnds, 0, "its own end is not taken for a lost stream");
+    assert.equal(joins(), 1);
+
+    await client.connect(connectParams("paul"));
+    assert.equal(joins(), 2, "connect() after disconnect() joins again");
+    await waitFor(() => streamsOf().length === 2, 2000, "a new stream");
+    const received: Buffer[] = [];
+    streamsOf()[1]?.on("data", (chunk: { pcm_data: Buffer }) => received.push(chunk.pcm_data));
+    assert.equal(client.sendAudioChunk(Buffer.alloc(320, 3)), true);
+    await waitFor(() => received.length === 1, 2000, "audio on the new stream");
+    assert.deepEqual(received[0], Buffer.alloc(320, 3));
+    assert.equal(leaves(), 1, "nothing left on the way back in");
+    await client.dispose();
   });
 
   test("sessions share connections, a new one opening only when one is full", async () => {
