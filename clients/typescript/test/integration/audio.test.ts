@@ -189,6 +189,11 @@ describe("LiveKitGrpcClient with the real bridge and a real LiveKit server", () 
     const positions = events.map((e) => e.positionMs);
     assert.deepEqual(positions, [...positions].sort((a, b) => a - b), "positions never go back");
     assert.ok(Math.abs(done.durationMs - 1500) <= 100, `duration ${done.durationMs} ms is the audio's length`);
+    assert.deepEqual(
+      [...new Set(events.slice(0, -1).map((e) => e.durationMs))],
+      [1500],
+      "STARTED and PROGRESS carry the length the WAV header states",
+    );
     const started = events[0]?.at ?? 0;
     const completed = events.at(-1)?.at ?? 0;
     assert.ok(completed - started >= 1300, `COMPLETED ${Math.round(completed - started)} ms after STARTED: not before it played`);

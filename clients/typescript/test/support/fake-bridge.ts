@@ -16,6 +16,15 @@ import { loadBridgeProto } from "../../src/proto";
 
 export type StreamCall = grpc.ServerDuplexStream<AudioChunk__Output, AudioChunk>;
 export type PlayCall = grpc.ServerWritableStream<PlayAudioRequest__Output, PlayAudioEvent>;
+/** The unary calls a test can make go unanswered (see FakeBridge.unanswered). */
+export type UnaryMethod = "JoinRoom" | "LeaveRoom" | "StopAudio" | "GetStatus";
+
+export interface FakeBridgeListen {
+  /** Default: plain TCP. */
+  credentials?: grpc.ServerCredentials;
+  /** Listen on this unix socket instead of 127.0.0.1:port. */
+  unixSocket?: string;
+}
 
 export class FakeBridge {
   readonly joins: JoinRoomRequest__Output[] = [];
@@ -41,19 +50,19 @@ export class FakeBridge {
     last_disconnect_at: "1700000000123",
     server_version: "fake",
   });
+  /** Calls of these methods are recorded and never answered: the client's deadline ends them. */
+  readonly unanswered = new Set<UnaryMethod>();
   /** What PlayAudio does; by default it answers UNIMPLEMENTED. */
   play: (call: PlayCall) => void = (call) => call.emit("error", { code: grpc.status.UNIMPLEMENTED, details: "not yet" });
 
   private constructor(
     private readonly server: grpc.Server,
     readonly port: number,
+    /** What a client dials: `127.0.0.1:<port>`, or `unix:<path>`. */
+    readonly address: string,
   ) {}
 
-  get address(): string {
-    return `127.0.0.1:${this.port}`;
-  }
-
-  static async start(port = 0): Promise<FakeBridge> {
+  static async start(port = 0, listen: FakeBridgeListen = {}): Promise<FakeBridge> {
     const server = new grpc.Server();
     // eslint-disable-next-line prefer-const -- assigned once below, after the handlers that read it are built
     let bridge: FakeBridge | undefined;
@@ -71,6 +80,9 @@ export class FakeBridge {
       JoinRoom: (call, callback) => {
         route("JoinRoom", call);
         self().joins.push(call.request);
+        if (self().unanswered.has("JoinRoom")) {
+          return;
+        }
         const reply = self().joinReply(call.request);
         if ("code" in reply) {
           callback(reply);
@@ -81,6 +93,9 @@ export class FakeBridge {
       LeaveRoom: (call, callback) => {
         route("LeaveRoom", call);
         self().leaves.push(call.request);
+        if (self().unanswered.has("LeaveRoom")) {
+          return;
+        }
         callback(null, { success: true });
       },
       StreamAudio: (call) => {
@@ -99,11 +114,17 @@ export class FakeBridge {
       StopAudio: (call, callback) => {
         route("StopAudio", call);
         self().stops.push(call.request);
+        if (self().unanswered.has("StopAudio")) {
+          return;
+        }
         callback(null, { success: true, stopped_request_id: call.request.request_id });
       },
       HealthCheck: (_call, callback) => callback(null, { status: "SERVING" }),
       GetStatus: (call, callback) => {
         route("GetStatus", call);
+        if (self().unanswered.has("GetStatus")) {
+          return;
+        }
         const reply = self().statusReply(call.request.user_id);
         if ("code" in reply) {
           callback(reply);
@@ -113,12 +134,13 @@ export class FakeBridge {
       },
     };
     server.addService(loadBridgeProto().grpc.mentra.livekit.bridge.LiveKitBridge.service, handlers);
+    const target = listen.unixSocket === undefined ? `127.0.0.1:${port}` : `unix:${listen.unixSocket}`;
     const bound = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, actual) =>
+      server.bindAsync(target, listen.credentials ?? grpc.ServerCredentials.createInsecure(), (err, actual) =>
         err ? reject(err) : resolve(actual),
       );
     });
-    bridge = new FakeBridge(server, bound);
+    bridge = new FakeBridge(server, bound, listen.unixSocket === undefined ? `127.0.0.1:${bound}` : target);
     return bridge;
   }
 

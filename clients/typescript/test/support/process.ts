@@ -12,9 +12,16 @@ export const PYTHON_HINT =
   "Set BRIDGE_PYTHON to a Python with livekit-bridge installed (e.g. `BRIDGE_PYTHON=/path/to/venv/bin/python npm test`; " +
   "in the repo: the nox session's python, or a venv where `pip install -e .` was run at the repo root).";
 
-/** The Python that runs the bridge and the room driver. */
+/**
+ * The Python that runs the bridge and the room driver: $BRIDGE_PYTHON. Unset, the integration tests
+ * fail with the hint, never skip; nor do they guess a Python, which would fail later and less clearly.
+ */
 export function bridgePython(): string {
-  return process.env["BRIDGE_PYTHON"] || "python3";
+  const python = process.env["BRIDGE_PYTHON"];
+  if (!python) {
+    throw new Error(`BRIDGE_PYTHON is not set: the integration tests need the bridge's Python. ${PYTHON_HINT}`);
+  }
+  return python;
 }
 
 /** A free TCP port on 127.0.0.1 (bound, read, released). */

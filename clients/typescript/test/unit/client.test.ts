@@ -12,7 +12,7 @@ import {
   type StateChange,
 } from "../../src/index";
 import { activeTimers } from "../support/fake-call";
-import { FakeBridge, type PlayCall } from "../support/fake-bridge";
+import { FakeBridge, type PlayCall, type StreamCall } from "../support/fake-bridge";
 import { sleep, waitFor } from "../support/process";
 
 const TOKEN = "eyJhbGciOiJIUzI1NiJ9.secret-token-that-must-never-be-logged.sig";
@@ -169,6 +169,41 @@ describe("LiveKitGrpcClient against a scripted in-process bridge", () => {
     await client.dispose();
   });
 
+  test("playAudio: durationMs on STARTED and PROGRESS is the bridge's duration_ms (the length the file states, else 0), as a number", async () => {
+    // What the bridge sends: the length the file states from the start (a WAV header, an MP3's
+    // Xing/Info frame), 0 until COMPLETED when it states none. int64 arrives as a decimal string (longs: String).
+    const lengths: Record<string, { stated: string; played: string }> = {
+      "states-its-length": { stated: "2500", played: "2500" },
+      "states-none": { stated: "0", played: "1800" },
+    };
+    bridge.play = (call: PlayCall) => {
+      const id = call.request.request_id;
+      const { stated, played } = lengths[id] ?? { stated: "0", played: "0" };
+      call.write({ type: "STARTED", request_id: id, duration_ms: stated });
+      call.write({ type: "PROGRESS", request_id: id, duration_ms: stated, position_ms: "100" });
+      call.write({ type: "COMPLETED", request_id: id, duration_ms: played, position_ms: played });
+      call.end();
+    };
+    const client = newClient();
+    await client.connect(connectParams("olga"));
+    const durations = async (requestId: string): Promise<Array<[string, unknown]>> => {
+      const events: PlayAudioEvent[] = [];
+      await client.playAudio({ requestId, url: `https://x/${requestId}` }, (e) => events.push(e));
+      return events.map((e) => [e.type, e.durationMs]);
+    };
+    assert.deepEqual(await durations("states-its-length"), [
+      ["STARTED", 2500],
+      ["PROGRESS", 2500],
+      ["COMPLETED", 2500],
+    ]);
+    assert.deepEqual(await durations("states-none"), [
+      ["STARTED", 0],
+      ["PROGRESS", 0],
+      ["COMPLETED", 1800],
+    ]);
+    await client.dispose();
+  });
+
   test("playAudio on a bridge error reports exactly one FAILED with the gRPC code and resolves", async () => {
     bridge.play = (call) => call.emit("error", { code: grpc.status.UNIMPLEMENTED, details: "not yet" });
     const client = newClient();
@@ -240,6 +275,46 @@ describe("LiveKitGrpcClient against a scripted in-process bridge", () => {
     assert.equal(client.sendAudioChunk(Buffer.alloc(320)), false);
     await sleep(20);
     assert.equal(activeTimers(), timers);
+  });
+
+  test("disconnect(): one LeaveRoom, the stream ends, no re-join, buffered room audio handed on; connect() afterwards joins and streams again", async () => {
+    const heard: Buffer[] = [];
+    // A jitter delay far beyond the test: room audio stays in the pacer until disconnect() flushes it.
+    const client = newClient({ pacing: { mode: "paced", jitterMs: 60_000 }, onAudio: (pcm) => heard.push(Buffer.from(pcm)) });
+    await client.connect(connectParams("paul"));
+    const streamsOf = (): StreamCall[] => bridge.streams.filter((_, i) => bridge.firstMessages[i]?.user_id === "paul");
+    await waitFor(() => streamsOf().length === 1, 2000, "the stream");
+    const first = streamsOf()[0];
+    let firstCancelled = false;
+    first?.on("cancelled", () => {
+      firstCancelled = true;
+    });
+    first?.write({ pcm_data: Buffer.alloc(640, 7), sample_rate: 16000, channels: 1, user_id: "paul" });
+    await waitFor(() => client.pacerCounters.bytesIn === 640, 2000, "room audio in the pacer");
+    assert.equal(heard.length, 0, "held by the jitter delay");
+    const joins = (): number => bridge.joins.filter((j) => j.user_id === "paul").length;
+    const leaves = (): number => bridge.leaves.filter((l) => l.user_id === "paul").length;
+
+    await client.disconnect();
+    assert.equal(leaves(), 1, "one LeaveRoom");
+    assert.equal(Buffer.concat(heard).length, 640, "the pacer was flushed");
+    assert.equal(client.isConnected(), false);
+    assert.equal(client.isConnecting(), false, "no re-join scheduled");
+    assert.equal(client.sendAudioChunk(Buffer.alloc(320)), false, "no streaming");
+    await waitFor(() => firstCancelled, 2000, "the bridge to see the stream end");
+    assert.equal(client.streamCounters.unexpectedEnds, 0, "its own end is not taken for a lost stream");
+    assert.equal(joins(), 1);
+
+    await client.connect(connectParams("paul"));
+    assert.equal(joins(), 2, "connect() after disconnect() joins again");
+    await waitFor(() => streamsOf().length === 2, 2000, "a new stream");
+    const received: Buffer[] = [];
+    streamsOf()[1]?.on("data", (chunk: { pcm_data: Buffer }) => received.push(chunk.pcm_data));
+    assert.equal(client.sendAudioChunk(Buffer.alloc(320, 3)), true);
+    await waitFor(() => received.length === 1, 2000, "audio on the new stream");
+    assert.deepEqual(received[0], Buffer.alloc(320, 3));
+    assert.equal(leaves(), 1, "nothing left on the way back in");
+    await client.dispose();
   });
 
   test("sessions share connections, a new one opening only when one is full", async () => {
