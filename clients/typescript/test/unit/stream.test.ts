@@ -84,6 +84,17 @@ describe("ReconnectingAudioStream", () => {
     h.stream.close();
   });
 
+  test("a stream a draining bridge ended re-joins at once, without the backoff's wait", async () => {
+    const h = harness();
+    h.stream.open("u");
+    h.last().finish(Status.UNAVAILABLE, "bridge draining: join again to continue on another bridge");
+    const reconnecting = h.states.find((s) => s.state === "reconnecting");
+    assert.equal(reconnecting?.retryInMs, 0, "no wait: the bridge asked for the re-join");
+    await waitFor(() => h.calls.length === 2 && h.stream.state === "open", 2000, "the new call");
+    assert.equal(h.rejoins(), 1);
+    h.stream.close();
+  });
+
   test("a clean end the client did not ask for (OK + x-bridge-end-reason) reconnects too", async () => {
     const h = harness();
     h.stream.open("u");
