@@ -1,4 +1,4 @@
-"""Developer and CI tasks. `nox -s lint tests client_ts deploy` is what CI runs (README, .ci/run)."""
+"""Developer and CI tasks. `nox -s lint tests client_ts deploy pool` is what CI runs (README, .ci/run)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "tests", "client_ts", "deploy"]
+nox.options.sessions = ["lint", "tests", "client_ts", "deploy", "pool"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_external_run = True
 # A missing python3.11 fails the session instead of skipping it with a warning (./dev checks first).
