@@ -251,8 +251,7 @@ class BridgeSession:
                     await self.stream.flush()
                     self.close(CloseReason.DRAINED)
                     return
-                else:
-                    self.close(CloseReason.ROOM_DISCONNECTED, f"room disconnected: {event.reason}")
+                self.close(CloseReason.ROOM_DISCONNECTED, f"room disconnected: {event.reason}")
 
     # --- what the registry asks of a session --------------------------------------------------------
 
