@@ -1,12 +1,13 @@
 """How fast the livekit SDK gives back a disconnected room's native memory: the floor under churn.
 
-    python -m bench.sdk_churn [--slots 1,2,4,8] [--seconds 20] [--idle 30]
+    python -m bench.sdk_churn [--slots 1,2,4,8] [--seconds 20] [--idle 30] [--rtc bridge|sdk-default]
 
-Bare SDK, no bridge: for each slot count K, K loops connect an ``rtc.Room`` (auto-subscribe, as
-the bridge does) to a local LiveKit server, stay 0.5 s and disconnect, for ``--seconds``; then
-nothing happens for ``--idle`` seconds. The C heap in use (glibc mallinfo2, bridge.memory) is
-sampled every second. It prints, per K: sessions per second, C heap growth per session during the
-churn, the peak, and how fast the heap came back afterwards (MiB/s, and rooms' worth per second).
+Bare SDK, no bridge: for each slot count K, K loops connect an ``rtc.Room`` (auto-subscribe and,
+unless ``--rtc sdk-default``, ICE gathered once, as the bridge does) to a local LiveKit server, stay
+0.5 s and disconnect, for ``--seconds``; then nothing happens for ``--idle`` seconds. The C heap in
+use (glibc mallinfo2, bridge.memory) is sampled every second. It prints, per K: sessions per second,
+C heap growth per session during the churn, the peak, and how fast the heap came back afterwards
+(MiB/s, and rooms' worth per second).
 
 Why: bench.soak showed the bridge's C heap climbing by hundreds of MiB under fast churn and
 falling back later. This shows the same on the bare SDK: each disconnected room keeps ~1.7 MiB of
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from livekit import rtc
 
 from bench.lib import least_squares_slope
+from bridge.livekit_io.room import rtc_configuration
 from bridge.memory import heap_usage
 from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
 
@@ -36,7 +38,12 @@ def in_use_mib() -> float:
 
 
 async def churn(
-    url: str, token: Callable[[str, str], str], slots: int, seconds: float, idle_s: float
+    url: str,
+    token: Callable[[str, str], str],
+    slots: int,
+    seconds: float,
+    idle_s: float,
+    rtc_config: rtc.RtcConfiguration | None = None,
 ) -> dict[str, float]:
     sessions = 0
     started = time.monotonic()
@@ -52,7 +59,7 @@ async def churn(
                 room.connect(
                     url,
                     token(f"churn-{slots}-{index}", f"churn-{slots}-{index}"),
-                    rtc.RoomOptions(auto_subscribe=True),
+                    rtc.RoomOptions(auto_subscribe=True, rtc_config=rtc_config),
                 ),
                 15,
             )
@@ -94,7 +101,14 @@ def main() -> int:
     parser.add_argument("--slots", default="1,2,4,8", help="comma-separated slot counts")
     parser.add_argument("--seconds", type=float, default=20.0, help="churn time per slot count (max 600)")
     parser.add_argument("--idle", type=float, default=30.0, help="idle time after each churn (max 600)")
+    parser.add_argument(
+        "--rtc",
+        choices=("bridge", "sdk-default"),
+        default="bridge",
+        help="the bridge's RtcConfiguration (ICE gathered once, default) or the SDK's own",
+    )
     args = parser.parse_args()
+    rtc_config = rtc_configuration() if args.rtc == "bridge" else None
     slot_counts = [int(part) for part in args.slots.split(",") if part.strip()]
     if not slot_counts or not all(1 <= k <= 32 for k in slot_counts):
         parser.error("--slots must be numbers in 1..32")
@@ -103,7 +117,7 @@ def main() -> int:
     ensure_server_binary(log=lambda message: print(message, file=sys.stderr))
     with LocalLiveKitServer() as server:
         for slots in slot_counts:
-            row = asyncio.run(churn(server.url, server.token, slots, args.seconds, args.idle))
+            row = asyncio.run(churn(server.url, server.token, slots, args.seconds, args.idle, rtc_config))
             print(
                 f"K={slots:2d}: {row['sessions']:4.0f} sessions ({row['sessions_per_s']:5.1f}/s); "
                 f"C heap in use "
