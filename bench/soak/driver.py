@@ -160,12 +160,14 @@ class _Driver:
         self.errors: list[str] = []
         self.chunks_to_cloud = 0
         self.streams_without_audio: Counter[str] = Counter()
+        self.join_ms: list[float] = []
 
     def room(self, slot: int) -> str:
         return f"soak-{self.run_id}-{slot}"
 
     async def join(self, slot: int) -> None:
         user, room = f"soak-user-{slot}", self.room(slot)
+        started = time.monotonic()
         response = await self.bridge.stub.join_room(
             JoinRoomRequest(
                 user_id=user,
@@ -182,6 +184,7 @@ class _Driver:
         )
         if not response.success:
             raise RuntimeError(f"JoinRoom failed: {response.error}")
+        self.join_ms.append((time.monotonic() - started) * 1000)
 
     async def leave(self, slot: int) -> None:
         response = await self.bridge.stub.leave_room(
@@ -442,6 +445,7 @@ async def run_soak(settings: SoakSettings) -> SoakResult:
             chunks_to_cloud=driver.chunks_to_cloud,
             streams_without_audio=driver.streams_without_audio,
             bridge_log=str(log_path),
+            join_ms=driver.join_ms,
         )
     finally:
         if sampling is not None:

@@ -101,6 +101,8 @@ class SoakResult:
     """Streams (by cycle kind) that received no room audio at all while they were attached."""
     bridge_log: str = ""
     floor: FloorResult | None = None
+    join_ms: list[float] = field(default_factory=list)
+    """How long each JoinRoom took at the client: what pacing connects under churn costs."""
 
     @property
     def tasks_returned(self) -> bool:

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench.soak.measure import Sample, SoakResult
 
 
@@ -39,6 +41,27 @@ def _heap_text(heap: dict[str, float]) -> str:
     return text
 
 
+def join_line(join_ms: list[float], churn_s: float) -> str:
+    """JoinRoom latency at the client over the churn: the cost of pacing connects (livekit_io/pacing.py)."""
+    if not join_ms:
+        return "JoinRoom: none"
+    p50, p99 = np.percentile(join_ms, [50, 99])
+    return (
+        f"JoinRoom: {len(join_ms)} joins ({len(join_ms) / churn_s:.1f}/s), "
+        f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {max(join_ms):.0f} ms"
+    )
+
+
+def heap_peak_line(samples: list[Sample]) -> str:
+    in_use = [s.heap["in_use"] for s in samples if "in_use" in s.heap]
+    if not in_use:
+        return "C heap in use: not reported"
+    return (
+        f"C heap in use: first sample {in_use[0]:.1f} MiB, peak {max(in_use):.1f} MiB "
+        f"({max(in_use) - in_use[0]:+.1f}), last {in_use[-1]:.1f} MiB"
+    )
+
+
 def format_report(result: SoakResult) -> str:
     s = result.settings
     lines = [
@@ -62,6 +85,8 @@ def format_report(result: SoakResult) -> str:
         f"outcomes: {dict(sorted(result.outcomes.items()))}",
         f"room audio chunks received by the cloud: {result.chunks_to_cloud}; "
         f"streams that got none: {dict(result.streams_without_audio) or 0}",
+        join_line(result.join_ms, result.churn_s),
+        heap_peak_line(result.samples),
         f"fits over {result.fitted_span_s:.0f} s of churn after a {s.warmup:g} s warm-up:",
         f"  RSS     {per_hour(result.rss_growth_mib_per_hour, 'MiB')}"
         + (

@@ -38,6 +38,7 @@ from .capacity import raise_open_file_limit
 from .config import BridgeConfig
 from .errors import StartupError
 from .fetch import Fetcher, FetchLimits, HostPolicy
+from .livekit_io.pacing import native_memory_gate
 from .metrics import BridgeMetrics
 from .metrics_server import serve_metrics
 from .playback import PlaybackLimits, PlaybackServices, PlaybackStats
@@ -192,6 +193,7 @@ async def serve(
     """Serve until shut down. ``room_factory`` replaces the LiveKit room link (tests without LiveKit)."""
     remember_secret(config.auth_token)
     raise_open_file_limit()  # before the registry sizes itself by it
+    native_memory_gate().configure(headroom_mib=config.native_memory_headroom_mib)
     playback = await aio_as_trio(_playback_services)(config)
     try:
         await _serve(config, playback, room_factory, task_status)

@@ -146,6 +146,12 @@ class BridgeConfig:
     shutdown_timeout_s: float = 10.0
     """After draining, sessions get this long to close before exit (``BRIDGE_SHUTDOWN_TIMEOUT_S``)."""
 
+    native_memory_headroom_mib: int = 64
+    """Room connects wait (at most 2 s) while the C heap in use is more than this above its lowest
+    level plus 2 MiB per connected room: under fast churn the SDK's teardown of rooms already left
+    falls behind, and this gives it time (``BRIDGE_NATIVE_MEMORY_HEADROOM_MIB``; 0 = never wait;
+    livekit_io/pacing.py)."""
+
     cloud_queue_ms: int = 2000
     """Room -> cloud audio a session buffers for its stream before dropping the oldest
     (``BRIDGE_CLOUD_QUEUE_MS``)."""
@@ -321,6 +327,8 @@ class BridgeConfig:
             raise ConfigError("BRIDGE_MAX_SESSIONS must be between 0 (sized from the machine) and 100000")
         if not 4096 <= self.max_message_bytes <= 64 * 1024 * 1024:
             raise ConfigError("BRIDGE_MAX_MESSAGE_BYTES must be between 4096 and 67108864")
+        if not 0 <= self.native_memory_headroom_mib <= 65_536:
+            raise ConfigError("BRIDGE_NATIVE_MEMORY_HEADROOM_MIB must be between 0 (off) and 65536")
         if not 100 <= self.cloud_queue_ms <= 60_000:
             raise ConfigError("BRIDGE_CLOUD_QUEUE_MS must be between 100 and 60000")
         if not 1 <= self.max_streams_per_connection <= 100_000:

@@ -39,6 +39,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from . import diagnostics, memory
+from .livekit_io.pacing import native_memory_gate
 from .playback import ErrorCode
 from .session.snapshot import COUNTER_FIELDS, SessionSnapshot
 from .threads import ThreadCpu
@@ -240,6 +241,18 @@ class _BuildAndThreadsCollector(Collector):
         )
         info.add_metric(list(self._build.values()), 1)
         yield info
+        gate = native_memory_gate()
+        yield CounterMetricFamily(
+            "livekit_bridge_room_connects_paced",
+            "Room connects that waited for the SDK's native teardown of rooms already left to catch up "
+            "(C heap in use above its allowance: livekit_io/pacing.py).",
+            value=gate.paced_connects,
+        )
+        yield CounterMetricFamily(
+            "livekit_bridge_room_connect_pacing_seconds",
+            "Time those connects waited (what fast churn costs joins).",
+            value=gate.paced_seconds,
+        )
         if self._threads is None:
             return
         seconds, counts = self._threads.read()

@@ -70,6 +70,10 @@ HELP: dict[str, str] = {
     ),
     "shutdown_timeout_s": "after draining, how long sessions get to close",
     "cloud_queue_ms": "room → cloud audio buffered per session; beyond it the oldest is dropped (counted)",
+    "native_memory_headroom_mib": (
+        "room connects wait (at most 2 s) while the C heap in use is this far above its low point plus "
+        "2 MiB per room: under fast churn the SDK's teardown of left rooms falls behind. 0 = never wait"
+    ),
     "track_chunk_ms": "remote audio tracks are forwarded in chunks of this length",
     "publish_sample_rate": (
         "rate of the tracks the bridge publishes (cloud PCM is resampled): 16000, 24000 or 48000"

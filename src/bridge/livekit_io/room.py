@@ -24,6 +24,7 @@ from livekit import rtc
 from ..errors import RoomConnectError
 from ..redact import redact
 from .ffi_filter import narrow_to_own_events
+from .pacing import native_memory_gate
 
 __all__ = ["RoomEvent", "RoomLink", "RoomPort", "open_event_channel", "rtc_configuration"]
 
@@ -134,6 +135,8 @@ class RoomLink:
         self._connect_timeout_s = 0.0
         self._connect_started = False
         """The SDK's connect has begun (not merely waiting for its turn)."""
+        self._counted = False
+        """This room is in the native-memory gate's count of connected rooms."""
         self._handlers: dict[str, Callable[..., None]] = {
             "data_received": self._handle_data,
             "track_subscribed": self._handle_track_subscribed,
@@ -226,6 +229,8 @@ class RoomLink:
             await self.aclose()
             raise
         self._connecting = None
+        self._counted = True
+        native_memory_gate().rooms += 1
         self.events_filtered = narrow_to_own_events(room)
 
     async def _connect_in_turn(self, room: rtc.Room, url: str, token: str, options: rtc.RoomOptions) -> None:
@@ -239,6 +244,8 @@ class RoomLink:
                 "room connect did not get its turn within %g s; connecting alongside", CONNECT_TURN_WAIT_S
             )
         try:
+            # Under fast churn: let the SDK tear down rooms already left before it builds another.
+            await native_memory_gate().wait()
             self._connect_started = True
             await room.connect(url, token, options)
         finally:
@@ -270,6 +277,9 @@ class RoomLink:
     async def aclose(self) -> None:
         """Unregister every handler, then disconnect. Safe to call more than once."""
         room, self._room = self._room, None
+        if self._counted:
+            self._counted = False
+            native_memory_gate().rooms -= 1
         if room is None:
             return
         for event, handler in self._handlers.items():
