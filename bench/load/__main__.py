@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bench.lib import REPO_ROOT, Children, load_average, pick_cores
-from bench.load.driver import run_point
+from bench.load.driver import check_floor_configuration, run_point
 from bench.load.report import add_marginal_rss, format_tables, plot, ratios, warnings_for
 from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
 
@@ -100,6 +100,7 @@ def main() -> int:
     if not sweep or min(sweep) < 1 or max(sweep) > 200:
         parser.error("--sweep takes session counts between 1 and 200")
 
+    check_floor_configuration()
     ensure_server_binary(log=lambda message: print(message, file=sys.stderr))
     children = Children()
     lk = LocalLiveKitServer()

@@ -27,11 +27,23 @@ from grpclib.client import Channel
 from bench.lib import BridgeProcess, Children, module_argv, start_bridge, tail, thread_count
 from bench.load.measure import bridge_figures, floor_figures, measure_idle, measure_window
 from bench.load.traffic import HEADER, PERIOD_S, silence_chunk, talkback_slots, tone_chunk
+from bench.load.workers import floor_rtc_configuration
 from bridge._gen.mentra.livekit.bridge import AudioChunk, JoinRoomRequest, LeaveRoomRequest
+from bridge.livekit_io.room import rtc_configuration
 from bridge.testing.devserver import LocalLiveKitServer
 
 STREAM_AUDIO = "/mentra.livekit.bridge.LiveKitBridge/StreamAudio"
 WORKERS = "bench.load.workers"
+
+
+def check_floor_configuration() -> None:
+    """The Python floor connects its rooms with the bridge's WebRTC configuration (written out in
+    bench.load.workers, which must not import the bridge): stop if the two have drifted apart."""
+    if floor_rtc_configuration() != rtc_configuration():
+        raise SystemExit(
+            "bench.load: bench/load/workers.py floor_rtc_configuration() differs from the bridge's "
+            f"rtc_configuration(): {floor_rtc_configuration()} != {rtc_configuration()}"
+        )
 
 
 # --------------------------------------------------------------------------------------------

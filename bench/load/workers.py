@@ -37,6 +37,14 @@ QUIET_FRAMES_TO_REARM = 20
 """After a burst, this many quiet 10 ms frames before the next onset can be recorded."""
 CONNECT_PARALLELISM = 4
 
+
+def floor_rtc_configuration() -> rtc.RtcConfiguration:
+    """The floor's WebRTC configuration: the bridge's (``bridge.livekit_io.room.rtc_configuration``,
+    ICE candidates gathered once). Written out here rather than imported, because importing the
+    ``bridge`` package loads the whole bridge into the floor, whose idle RSS is measured;
+    bench.load checks that the two are equal before a sweep (``driver.check_floor_configuration``)."""
+    return rtc.RtcConfiguration(continual_gathering_policy=rtc.ContinualGatheringPolicy.GATHER_ONCE)
+
 Reply = dict[str, Any]
 
 
@@ -260,8 +268,8 @@ class Floor:
 
             room = rtc.Room()
             room.on("data_received", on_data)
-            # The bridge's WebRTC configuration (ICE gathered once), so both sides do the same work.
-            options = rtc.RoomOptions(auto_subscribe=True)  # as the bridge connects (SDK's ICE gathering)
+            # The bridge's own WebRTC configuration (ICE gathered once), so both sides do the same work.
+            options = rtc.RoomOptions(auto_subscribe=True, rtc_config=floor_rtc_configuration())
             await room.connect(url, entry.token, options)
             entry.room = room
 
