@@ -6,13 +6,13 @@
 - descriptors: the measured process's open file descriptors (/proc/<pid>/fd), idle and at the end
   of the window;
 - tasks: the bridge's HealthCheck ``trio_tasks``/``asyncio_tasks`` idle, at N and after every
-  session left; the floor's live asyncio tasks idle and at N;
+  session left; the Python floor's live asyncio tasks, the Go receiver's goroutines, idle and at N;
 - room -> cloud latency: receive wall time - the send time in each packet's header, for packets
   sent inside the window; missing packets by counter against what the phones say they sent;
 - cloud -> room onsets: each tone burst's send time matched to the first onset the listening phone
   heard after it (within ONSET_MATCH_S).
 
-The figures of one side of one point come out as a dict (``bridge_figures``/``floor_figures``), which
+The figures of one side of one point come out as a dict (``bridge_figures``/``receiver_figures``), which
 bench.load.report prints and the JSON keeps; bench/README.md says what each number means.
 """
 
@@ -120,9 +120,14 @@ def missing_packets(sent: dict[str, int], received: dict[int, int]) -> int:
 
 
 def load_of(window: Window, generator: dict[str, Any]) -> dict[str, Any]:
-    """How busy the generator side was: phones, cloud client and server CPU, the phones' send lag."""
+    """How busy the generator side was: phones, cloud client and server CPU, the phones' send lag.
+
+    ``phones_cpu_pct`` is everything that simulates phones on the load core: the phones process, plus
+    the Python listeners process that goes with the Go phones (``listeners_cpu_pct``, None without)."""
+    listeners = window.cpu_pct.get("listeners")
     return {
-        "phones_cpu_pct": window.cpu_pct["phones"],
+        "phones_cpu_pct": window.cpu_pct["phones"] + (listeners or 0.0),
+        "listeners_cpu_pct": listeners,
         "cloud_cpu_pct": window.cpu_pct["cloud"],
         "server_cpu_pct": window.cpu_pct.get("server"),
         "send_lag_ms": percentiles(generator["lag_ms"]),
@@ -202,17 +207,19 @@ def bridge_figures(
     }
 
 
-def floor_figures(
+def receiver_figures(
     n: int,
     window: Window,
     idle: Idle,
-    idle_tasks: int,
+    tasks: tuple[str, int, int],
     threads: int,
     report: dict[str, Any],
     generator: dict[str, Any],
 ) -> dict[str, Any]:
-    """The floor side of a point: ``report`` = the floor process's own (latencies, packets received,
-    tones sent, asyncio tasks at N); ``generator`` = the phones' report."""
+    """A receiver side of a point (the Python floor, or the Go receiver): ``tasks`` = (kind, idle,
+    at N), the kind ``asyncio`` (live tasks, Python floor) or ``goroutines`` (Go); ``report`` = the
+    receiver process's own (latencies, packets received, tones sent); ``generator`` = the phones'."""
+    task_kind, idle_tasks, at_n = tasks
     received = {int(k): v for k, v in report["received"].items()}
     onsets = [(i, ns) for i, who, ns in generator["onsets"] if who.startswith("floor-")]
     delays, missed, by_session = onset_delays([(i, ns) for i, ns in report["tones"]], onsets)
@@ -230,9 +237,9 @@ def floor_figures(
         "fds": window.fds,
         "fds_per_session": (window.fds - idle.fds) / n,
         "threads": threads,
-        "tasks_idle": {"asyncio": idle_tasks},
-        "tasks_at_n": {"asyncio": report["asyncio_tasks"]},
-        "tasks_per_session": {"asyncio": (report["asyncio_tasks"] - idle_tasks) / n},
+        "tasks_idle": {task_kind: idle_tasks},
+        "tasks_at_n": {task_kind: at_n},
+        "tasks_per_session": {task_kind: (at_n - idle_tasks) / n},
         "latency_ms": percentiles(report["latency_ms"]),
         "onset_ms": percentiles(delays),
         "onset_p50_by_session_ms": by_session,

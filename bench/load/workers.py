@@ -1,6 +1,7 @@
 """Worker processes of bench.load: the simulated phones, and the bare-SDK floor.
 
     python -m bench.load.workers phones     # N phones (real participants), started by bench.load
+                                            # (or, with the Go phones, only the ones that listen)
     python -m bench.load.workers floor      # N plain rtc.Rooms with a timestamp-reading handler
 
 Both are plain asyncio and take JSON commands, one per line, on stdin; each command gets exactly one
@@ -22,7 +23,7 @@ import time
 import traceback
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ def floor_rtc_configuration() -> rtc.RtcConfiguration:
     bench.load checks that the two are equal before a sweep (``driver.check_floor_configuration``)."""
     return rtc.RtcConfiguration(continual_gathering_policy=rtc.ContinualGatheringPolicy.GATHER_ONCE)
 
+
 Reply = dict[str, Any]
 
 
@@ -53,7 +55,7 @@ def _reply(message: Reply) -> None:
     sys.stdout.flush()
 
 
-async def _serve_commands(handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Reply]]]) -> None:
+async def _serve_commands(handlers: Mapping[str, Callable[[dict[str, Any]], Awaitable[Reply]]]) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 24)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -98,6 +100,8 @@ class Phone:
     identity: str
     token: str
     listen: bool
+    send: bool = True
+    """False for the listeners that go with the Go phones: they only listen to talkback."""
     room: rtc.Room | None = None
     sent_ns: array[int] = field(default_factory=lambda: array("q"))
     lag_ms: array[float] = field(default_factory=lambda: array("d"))
@@ -116,10 +120,11 @@ class Phones:
     async def connect(self, command: dict[str, Any]) -> Reply:
         url = command["url"]
         self.phones = [Phone(**spec) for spec in command["phones"]]
+        by_index = {phone.index: phone for phone in self.phones}
         started = time.monotonic()
 
         async def connect_one(spec: dict[str, Any]) -> None:
-            phone = self.phones[spec["index"]]
+            phone = by_index[spec["index"]]
             room = rtc.Room()
             if phone.listen:
                 room.on(
@@ -136,6 +141,8 @@ class Phones:
         base = loop.time() + 0.2
         count = len(self.phones)
         for phone in self.phones:
+            if not phone.send:
+                continue
             # Real phones are not synchronised: spread the sends over the 100 ms period.
             phase = PERIOD_S * phone.index / max(1, count)
             self.senders.append(loop.create_task(self._send(phone, base + phase)))
@@ -200,7 +207,10 @@ class Phones:
     async def report(self, command: dict[str, Any]) -> Reply:
         t0, t1 = int(command["t0"]), int(command["t1"])
         until = int(command.get("onsets_until", t1))
-        sent, errors, lags, onsets = {}, 0, [], []
+        sent: dict[int, int] = {}
+        lags: list[float] = []
+        onsets: list[list[Any]] = []
+        errors = 0
         for phone in self.phones:
             first, last = bisect_left(phone.sent_ns, t0), bisect_right(phone.sent_ns, t1)
             sent[phone.index] = last - first
