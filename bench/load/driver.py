@@ -197,6 +197,9 @@ async def run_bridge_side(point: Point) -> dict[str, Any]:
         livekit_url=point.livekit.url,
         log_path=point.logs / f"bridge-n{n}.log",
         cores=point.bridge_cores,
+        # Sized from its one core the bridge would refuse joins beyond capacity.SESSIONS_PER_CORE (25):
+        # the sweep measures past that rule on purpose.
+        settings={"BRIDGE_MAX_SESSIONS": str(n)},
     )
     sessions = [CloudSession(i, f"user-{i}", room, i in point.talkback) for i, room in enumerate(point.rooms)]
     streams: list[asyncio.Task[None]] = []
