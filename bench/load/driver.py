@@ -304,7 +304,10 @@ async def run_receiver_side(point: Point, kind: str) -> dict[str, Any]:
         await asyncio.sleep(args.drain)
         report = await worker.call({"cmd": "report", "t0": window.t0_ns, "t1": window.t1_ns}, 30)
         generator = await point.generator_report(window.t0_ns, window.t1_ns)
-        await worker.call({"cmd": "quit"}, 30)
+        try:
+            await worker.call({"cmd": "quit"}, 30)  # leave the rooms before the next side joins them
+        except TimeoutError:
+            print(f"  N={n}: {worker.name} did not leave its rooms within 30 s; stopping it", flush=True)
     finally:
         await point.children.stop(worker.proc, grace_s=5)
     tasks = (task_kind, idle_tasks, report[report_key])

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bench.lib import Health, cpu_seconds, percentiles, rss_mib
-from bench.load.threads import cpu_by_group
+from bench.load.threads import cpu_by_group, run_delay_seconds
 
 ONSET_MATCH_S = 0.9
 """A tone burst is heard if an onset follows its send within this long (bursts are 1 s apart)."""
@@ -47,6 +47,9 @@ class Window:
     """Open file descriptors of the measured process at the end of the window."""
     thread_cpu_pct: dict[str, float]
     """The measured process's CPU by thread group (bench.load.threads), % of one core."""
+    waited_pct: dict[str, float]
+    """Time its threads were runnable but waiting for a CPU, per process name, % of the window (summed
+    over threads: above 100 when several waited at once)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ async def measure_idle(pid: int) -> Idle:
 
 async def measure_window(seconds: float, pids: dict[str, int], rss_pid: int) -> Window:
     start_cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    start_wait = {name: run_delay_seconds(pid) for name, pid in pids.items()}
     start_groups = cpu_by_group(rss_pid)
     start, t0 = time.monotonic(), time.time_ns()
     samples = [rss_mib(rss_pid)]
@@ -83,8 +87,9 @@ async def measure_window(seconds: float, pids: dict[str, int], rss_pid: int) -> 
         samples.append(rss_mib(rss_pid))
     elapsed, t1 = time.monotonic() - start, time.time_ns()
     cpu = {name: 100 * (cpu_seconds(pid) - start_cpu[name]) / elapsed for name, pid in pids.items()}
+    waited = {name: 100 * (run_delay_seconds(pid) - start_wait[name]) / elapsed for name, pid in pids.items()}
     groups = {g: 100 * (s - start_groups[g]) / elapsed for g, s in cpu_by_group(rss_pid).items()}
-    return Window(t0, t1, elapsed, cpu, samples, open_fds(rss_pid), groups)
+    return Window(t0, t1, elapsed, cpu, samples, open_fds(rss_pid), groups, waited)
 
 
 def onset_delays(
@@ -128,6 +133,8 @@ def load_of(window: Window, generator: dict[str, Any]) -> dict[str, Any]:
     return {
         "phones_cpu_pct": window.cpu_pct["phones"] + (listeners or 0.0),
         "listeners_cpu_pct": listeners,
+        "phones_waited_pct": window.waited_pct["phones"] + window.waited_pct.get("listeners", 0.0),
+        "cloud_waited_pct": window.waited_pct["cloud"],
         "cloud_cpu_pct": window.cpu_pct["cloud"],
         "server_cpu_pct": window.cpu_pct.get("server"),
         "send_lag_ms": percentiles(generator["lag_ms"]),
@@ -173,6 +180,7 @@ def bridge_figures(
     return {
         "cpu_pct": window.cpu_pct["measured"],
         "cpu_pct_per_session": window.cpu_pct["measured"] / n,
+        "cpu_waited_pct": window.waited_pct["measured"],
         "thread_cpu_pct_per_session": {g: pct / n for g, pct in window.thread_cpu_pct.items()},
         "idle_cpu_pct": idle.cpu_pct,
         "rss_idle_mib": idle.rss_mib,
@@ -227,6 +235,7 @@ def receiver_figures(
     return {
         "cpu_pct": window.cpu_pct["measured"],
         "cpu_pct_per_session": window.cpu_pct["measured"] / n,
+        "cpu_waited_pct": window.waited_pct["measured"],
         "thread_cpu_pct_per_session": {g: pct / n for g, pct in window.thread_cpu_pct.items()},
         "idle_cpu_pct": idle.cpu_pct,
         "rss_idle_mib": idle.rss_mib,

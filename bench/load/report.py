@@ -13,6 +13,9 @@ from bench.load.threads import GROUPS
 
 SATURATED_PCT = 85.0
 """A process at more than this % of its (single) core is treated as saturated."""
+OVERSUBSCRIBED_WAITED_PCT = 100.0
+"""A measured process whose threads waited for a CPU this much of the window (summed over threads: on
+average one of them always runnable and not running) had less core than it needed, whatever its CPU%."""
 SIDES = ("bridge", "floor", "go")
 """The measured sides of a point, in the order they run: the bridge, the Python floor, the Go receiver."""
 REFERENCES = ("floor", "go")
@@ -73,6 +76,13 @@ def warnings_for(point: dict[str, Any], pinned: bool) -> list[str]:
                 else f"{SIDE_NAMES[side]} saturated its core"
             )
             found.append(f"{side} run: {point[side]['cpu_pct']:.0f} % of one core: {what}")
+        elif point[side]["cpu_waited_pct"] > OVERSUBSCRIBED_WAITED_PCT:
+            found.append(
+                f"{side} run: {SIDE_NAMES[side]} got {point[side]['cpu_pct']:.0f} % of its core and its"
+                f" threads waited {point[side]['cpu_waited_pct']:.0f} % of the window for it (its own threads"
+                " and other processes on that core, e.g. the unpinned LiveKit server): its core was"
+                " oversubscribed, latencies are queueing"
+            )
     if not point["bridge"]["tasks_back_to_idle"]:
         found.append(
             "bridge tasks did not return to idle after every session left: "
@@ -164,17 +174,20 @@ def format_tables(points: list[dict[str, Any]]) -> str:
             f" {_f(onset_added, 9)} {_x(p['ratios']['floor']['onset_p50']):>10}"
         )
     lines.append(
-        "\nCPU per session, % of one core (measured process, window ÷ N); whole process, % of its core"
+        "\nCPU per session, % of one core (measured process, window ÷ N); whole process, % of its core;"
+        " waited = runnable but off-CPU, % of the window"
     )
     lines.append(
         "    N | CPU%/s bridge  floor     go | br/fl  br/go | CPU% bridge  floor     go | idle CPU% br/fl/go"
+        " | waited% br/fl/go"
     )
     for p in points:
         lines.append(
             f"{p['n']:5d} | {_f(p['bridge']['cpu_pct_per_session'], 13, 2)}"
             f"{_f(p['floor']['cpu_pct_per_session'], 7, 2)}{_f(p['go']['cpu_pct_per_session'], 7, 2)} |"
             f" {_both(p, 'cpu')} | {_f(p['bridge']['cpu_pct'], 11, 1)}{_f(p['floor']['cpu_pct'], 7, 1)}"
-            f"{_f(p['go']['cpu_pct'], 7, 1)} | {_slashed(p, 'idle_cpu_pct')}"
+            f"{_f(p['go']['cpu_pct'], 7, 1)} | {_slashed(p, 'idle_cpu_pct'):>18} |"
+            f" {_slashed(p, 'cpu_waited_pct')}"
         )
     lines.append(
         "\nRSS per session, MiB above the idle process (marginal = between sweep points, summary only)"
@@ -240,7 +253,7 @@ def format_tables(points: list[dict[str, Any]]) -> str:
     lines.append("\ndrops and load (window of steady traffic)")
     lines.append(
         "    N | q_dropped pkts_lost | missing br/fl/go of sent  | gen CPU% br/fl/go  | cloud CPU% |"
-        " server CPU% br/fl/go | send lag p99 ms | tasks back"
+        " server CPU% br/fl/go | send lag p99 ms | tasks back | load-core waited% br/fl/go"
     )
     for p in points:
         b = p["bridge"]
@@ -248,10 +261,14 @@ def format_tables(points: list[dict[str, Any]]) -> str:
         missing = "/".join(str(p[side]["packets_missing"]) for side in SIDES)
         gen = "/".join(f"{p[side]['load']['phones_cpu_pct']:.1f}" for side in SIDES)
         server = "/".join(_f(p[side]["load"]["server_cpu_pct"], 1).strip() for side in SIDES)
+        waited = "/".join(
+            f"{p[side]['load']['phones_waited_pct'] + p[side]['load']['cloud_waited_pct']:.0f}"
+            for side in SIDES
+        )
         lines.append(
             f"{p['n']:5d} | {b['queue_dropped_chunks']:9d} {b['packets_lost']:9d} |"
             f" {missing:>14} of {b['packets_sent']:<6d} | {gen:>18} | {b['load']['cloud_cpu_pct']:10.1f} |"
-            f" {server:>20} | {lag:15.1f} | {'yes' if b['tasks_back_to_idle'] else 'NO'}"
+            f" {server:>20} | {lag:15.1f} | {'yes' if b['tasks_back_to_idle'] else 'NO':>10} | {waited}"
         )
     for p in points:
         for warning in p["warnings"]:

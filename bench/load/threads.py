@@ -33,3 +33,16 @@ def cpu_by_group(pid: int) -> dict[str, float]:
             group = "other"
         totals[group] += seconds
     return totals
+
+
+def run_delay_seconds(pid: int) -> float:
+    """Seconds the threads of ``pid`` alive now have spent runnable but waiting for a CPU
+    (/proc/<pid>/task/*/schedstat, second field): how much another process kept it off its core."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as f:
+                total += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the thread ended meanwhile (or no schedstats in this kernel)
+    return total / 1e9
