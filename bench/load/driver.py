@@ -347,7 +347,10 @@ async def start_phones(
         connected = await phones.call({"cmd": "connect", "url": lk.url, "phones": specs}, timeout)
         return phones, None, connected["connect_s"]
     phones = await spawn_go_worker(children, "phones", load_cores, logs / f"phones-n{n}.log")
-    specs = [spec(i, f"phone-{i}", False, True) for i in range(n)]
+    # Addressed to the three measured sides only: the listener in a talkback room would otherwise
+    # receive (and pay for, on this core) every packet too.
+    receivers = {i: [f"bridge-{i}", *(f"{kind}-{i}" for kind in RECEIVERS)] for i in range(n)}
+    specs = [{**spec(i, f"phone-{i}", False, True), "to": receivers[i]} for i in range(n)]
     connected = await phones.call({"cmd": "connect", "url": lk.url, "phones": specs}, timeout)
     listeners = None
     if talkback:
