@@ -1,6 +1,6 @@
-"""Load benchmark: N phones -> bridge -> cloud, next to the bare-SDK floor on the same phones.
+"""Load benchmark: N phones -> bridge -> cloud, beside a bare Python SDK floor and a bare Go receiver.
 
-    python -m bench.load --sweep 1,5,10 --seconds 20 --talkback 0.25 --out bench/results/
+    python -m bench.load --sweep 1,5,10 --seconds 20 --talkback 0.25 --phones go --out bench/results/
 
 The sweep: for each N, bench.load.driver runs the point, bench.load.report prints its tables; at the
 end the tables of the whole sweep, the JSON, the PNG and the logs (see bench/README.md).
@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 from bench.lib import REPO_ROOT, Children, load_average, pick_cores
-from bench.load.driver import run_point
-from bench.load.report import add_marginal_rss, format_tables, plot, ratios, warnings_for
+from bench.load.driver import check_floor_configuration, run_point
+from bench.load.gobuild import ensure_built
+from bench.load.report import add_marginal_rss, format_tables, plot, point_ratios, warnings_for
 from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
 
 
@@ -36,8 +37,8 @@ async def run(args: argparse.Namespace, lk: LocalLiveKitServer, children: Childr
         # This process is the cloud client: it shares the load core with the phones.
         os.sched_setaffinity(0, cores[1])
         print(
-            f"bridge / floor pinned to core {sorted(cores[0])}; "
-            f"phones + cloud client to core {sorted(cores[1])}"
+            f"bridge / Python floor / Go receiver (one after another) pinned to core {sorted(cores[0])}; "
+            f"{args.phones} phones + cloud client to core {sorted(cores[1])}"
         )
     print(f"load average before: {load_average()}  (other work on the machine makes every figure noisier)")
     points = []
@@ -46,7 +47,7 @@ async def run(args: argparse.Namespace, lk: LocalLiveKitServer, children: Childr
     try:
         for n in sweep:
             point = await run_point(n, args, lk, children, cores, logs)
-            point["ratios"] = ratios(point["bridge"], point["floor"])
+            point["ratios"] = point_ratios(point)
             point["warnings"] = warnings_for(point, cores is not None)
             points.append(point)
             print(format_tables(points[-1:]), flush=True)
@@ -90,6 +91,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="steady traffic before each window")
     parser.add_argument("--settle", type=float, default=2.0, help="idle time before the idle readings")
     parser.add_argument("--drain", type=float, default=1.5, help="wait for late packets after a window")
+    parser.add_argument(
+        "--phones",
+        choices=("go", "python"),
+        default="go",
+        help="the phone generator: Go (server-sdk-go; phones that listen to talkback stay Python) or Python",
+    )
     parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results"))
     args = parser.parse_args()
     if not 0 <= args.talkback <= 1:
@@ -100,6 +107,8 @@ def main() -> int:
     if not sweep or min(sweep) < 1 or max(sweep) > 200:
         parser.error("--sweep takes session counts between 1 and 200")
 
+    check_floor_configuration()
+    ensure_built()  # the Go receiver (and the Go phones): go build on first use, before any server starts
     ensure_server_binary(log=lambda message: print(message, file=sys.stderr))
     children = Children()
     lk = LocalLiveKitServer()

@@ -1,10 +1,13 @@
-"""What bench.load drives: the phones (a worker process), the cloud consumers (this process: JoinRoom,
+"""What bench.load drives: the phones (worker processes), the cloud consumers (this process: JoinRoom,
 one StreamAudio per session, talkback on a share of them) and the order of one sweep point.
 
 For each N the phones connect (one room each) and send for the whole point; the bridge is started,
 measured idle, gets N sessions, a warm-up and a window of steady traffic, every session leaves and
-it is stopped; then the floor process (bench.load.workers floor) does the same on plain rtc.Rooms in
-the same rooms. What is measured and how is bench.load.measure's.
+it is stopped; then the Python floor (bench.load.workers floor, plain rtc.Rooms) and then the Go
+receiver (bench/go receiver, server-sdk-go) do the same in the same rooms, one after the other on the
+bridge's core. The phones are the Go generator (bench/go phones) plus a Python process for the
+phones that listen to talkback (``--phones go``), or all Python (``--phones python``). What is
+measured and how is bench.load.measure's.
 """
 
 from __future__ import annotations
@@ -25,13 +28,26 @@ import grpclib.const
 from grpclib.client import Channel
 
 from bench.lib import BridgeProcess, Children, module_argv, start_bridge, tail, thread_count
-from bench.load.measure import bridge_figures, floor_figures, measure_idle, measure_window
+from bench.load.gobuild import ensure_built
+from bench.load.measure import bridge_figures, measure_idle, measure_window, receiver_figures
 from bench.load.traffic import HEADER, PERIOD_S, silence_chunk, talkback_slots, tone_chunk
+from bench.load.workers import floor_rtc_configuration
 from bridge._gen.mentra.livekit.bridge import AudioChunk, JoinRoomRequest, LeaveRoomRequest
+from bridge.livekit_io.room import rtc_configuration
 from bridge.testing.devserver import LocalLiveKitServer
 
 STREAM_AUDIO = "/mentra.livekit.bridge.LiveKitBridge/StreamAudio"
 WORKERS = "bench.load.workers"
+
+
+def check_floor_configuration() -> None:
+    """The Python floor connects its rooms with the bridge's WebRTC configuration (written out in
+    bench.load.workers, which must not import the bridge): stop if the two have drifted apart."""
+    if floor_rtc_configuration() != rtc_configuration():
+        raise SystemExit(
+            "bench.load: bench/load/workers.py floor_rtc_configuration() differs from the bridge's "
+            f"rtc_configuration(): {floor_rtc_configuration()} != {rtc_configuration()}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -71,8 +87,15 @@ class Worker:
 
 
 async def spawn_worker(children: Children, role: str, cores: set[int] | None, log_path: Path) -> Worker:
+    """A Python worker (bench.load.workers ``phones`` or ``floor``)."""
     proc = await children.spawn(module_argv(WORKERS, role), cores=cores, log_path=log_path, pipes=True)
     return Worker(role, proc, log_path)
+
+
+async def spawn_go_worker(children: Children, command: str, cores: set[int] | None, log_path: Path) -> Worker:
+    """A Go worker (bench/go ``receiver`` or ``phones``), built on first use; same protocol."""
+    proc = await children.spawn([str(ensure_built()[command])], cores=cores, log_path=log_path, pipes=True)
+    return Worker(f"go {command}", proc, log_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,6 +156,8 @@ class Point:
     talkback: set[int]
     livekit: LocalLiveKitServer
     phones: Worker
+    listeners: Worker | None
+    """With the Go phones: the Python process whose participants listen to talkback (None without)."""
     children: Children
     cores: tuple[set[int], set[int]] | None
     args: argparse.Namespace
@@ -144,13 +169,24 @@ class Point:
 
     def pids(self, measured: int) -> dict[str, int]:
         pids = {"measured": measured, "phones": self.phones.pid, "cloud": os.getpid()}
+        if self.listeners is not None:
+            pids["listeners"] = self.listeners.pid
         if self.livekit.process is not None:
             pids["server"] = self.livekit.process.pid
         return pids
 
+    async def generator_report(self, t0_ns: int, t1_ns: int) -> dict[str, Any]:
+        """What the phones sent in [t0, t1] and their send lag; the tone onsets heard since t0 (from
+        the listeners process when there is one)."""
+        command = {"cmd": "report", "t0": t0_ns, "t1": t1_ns, "onsets_until": time.time_ns()}
+        report = await self.phones.call(command, 30)
+        if self.listeners is not None:
+            report["onsets"] = (await self.listeners.call(command, 30))["onsets"]
+        return report
+
 
 # --------------------------------------------------------------------------------------------
-# one point: the bridge side, then the floor side, on the same phones
+# one point: the bridge side, then the Python floor, then the Go receiver, on the same phones
 # --------------------------------------------------------------------------------------------
 
 
@@ -161,6 +197,9 @@ async def run_bridge_side(point: Point) -> dict[str, Any]:
         livekit_url=point.livekit.url,
         log_path=point.logs / f"bridge-n{n}.log",
         cores=point.bridge_cores,
+        # Sized from its one core the bridge would refuse joins beyond capacity.SESSIONS_PER_CORE (25):
+        # the sweep measures past that rule on purpose.
+        settings={"BRIDGE_MAX_SESSIONS": str(n)},
     )
     sessions = [CloudSession(i, f"user-{i}", room, i in point.talkback) for i, room in enumerate(point.rooms)]
     streams: list[asyncio.Task[None]] = []
@@ -205,9 +244,7 @@ async def run_bridge_side(point: Point) -> dict[str, Any]:
         at_n = await bridge.health()
         threads = thread_count(bridge.pid)
         await asyncio.sleep(args.drain)
-        generator = await point.phones.call(
-            {"cmd": "report", "t0": window.t0_ns, "t1": window.t1_ns, "onsets_until": time.time_ns()}, 30
-        )
+        generator = await point.generator_report(window.t0_ns, window.t1_ns)
         for task in talkers:
             task.cancel()
         await asyncio.gather(*talkers, return_exceptions=True)
@@ -229,71 +266,129 @@ async def run_bridge_side(point: Point) -> dict[str, Any]:
     return bridge_figures(n, window, idle, (idle_health, at_n, after), threads, sessions, generator, code)
 
 
-async def run_floor_side(point: Point) -> dict[str, Any]:
+RECEIVERS = {"floor": "the Python floor (plain rtc.Room)", "go": "the Go receiver (server-sdk-go)"}
+
+
+async def run_receiver_side(point: Point, kind: str) -> dict[str, Any]:
+    """The Python floor (``floor``) or the Go receiver (``go``): joins the same rooms on the bridge's
+    core, a warm-up and a window of steady traffic; identities ``<kind>-<i>``."""
     args, n = point.args, point.n
-    floor = await spawn_worker(point.children, "floor", point.bridge_cores, point.logs / f"floor-n{n}.log")
+    log_path = point.logs / f"{kind}-n{n}.log"
+    if kind == "floor":
+        worker = await spawn_worker(point.children, "floor", point.bridge_cores, log_path)
+    else:
+        worker = await spawn_go_worker(point.children, "receiver", point.bridge_cores, log_path)
+    task_kind = "asyncio" if kind == "floor" else "goroutines"
+    report_key = "asyncio_tasks" if kind == "floor" else "goroutines"
     try:
-        idle_tasks = (await floor.call({"cmd": "hello"}, 60))["asyncio_tasks"]
+        idle_tasks = (await worker.call({"cmd": "hello"}, 60))[report_key]
         await asyncio.sleep(args.settle)
-        idle = await measure_idle(floor.pid)
+        idle = await measure_idle(worker.pid)
         rooms = [
             {
                 "index": i,
                 "room_name": room,
-                "identity": f"floor-{i}",
-                "token": point.livekit.token(f"floor-{i}", room),
+                "identity": f"{kind}-{i}",
+                "token": point.livekit.token(f"{kind}-{i}", room),
                 "talkback": i in point.talkback,
             }
             for i, room in enumerate(point.rooms)
         ]
-        await floor.call(
+        await worker.call(
             {"cmd": "connect", "url": point.livekit.url, "rooms": rooms, "talkback_mode": args.talkback_mode},
             30 + 3 * n,
         )
         await asyncio.sleep(args.warmup)
-        window = await measure_window(args.seconds, point.pids(floor.pid), floor.pid)
-        threads = thread_count(floor.pid)
+        window = await measure_window(args.seconds, point.pids(worker.pid), worker.pid)
+        threads = thread_count(worker.pid)
         await asyncio.sleep(args.drain)
-        report = await floor.call({"cmd": "report", "t0": window.t0_ns, "t1": window.t1_ns}, 30)
-        generator = await point.phones.call(
-            {"cmd": "report", "t0": window.t0_ns, "t1": window.t1_ns, "onsets_until": time.time_ns()}, 30
-        )
-        await floor.call({"cmd": "quit"}, 30)
+        report = await worker.call({"cmd": "report", "t0": window.t0_ns, "t1": window.t1_ns}, 30)
+        generator = await point.generator_report(window.t0_ns, window.t1_ns)
+        try:
+            await worker.call({"cmd": "quit"}, 30)  # leave the rooms before the next side joins them
+        except TimeoutError:
+            print(f"  N={n}: {worker.name} did not leave its rooms within 30 s; stopping it", flush=True)
     finally:
-        await point.children.stop(floor.proc, grace_s=5)
-    return floor_figures(n, window, idle, idle_tasks, threads, report, generator)
+        await point.children.stop(worker.proc, grace_s=5)
+    tasks = (task_kind, idle_tasks, report[report_key])
+    return receiver_figures(n, window, idle, tasks, threads, report, generator)
+
+
+async def start_phones(
+    rooms: list[str],
+    talkback: set[int],
+    lk: LocalLiveKitServer,
+    children: Children,
+    args: argparse.Namespace,
+    load_cores: set[int] | None,
+    logs: Path,
+) -> tuple[Worker, Worker | None, float]:
+    """The phones of a point, connected: ``phone-<i>`` sends in room i (the bridge's target); the
+    phones of talkback sessions also listen. With ``--phones go`` the Go generator sends and a Python
+    process (identities ``listener-<i>``) listens in the talkback rooms only. Returns the phones, the
+    listeners (or None) and the seconds the phones took to connect."""
+    n = len(rooms)
+
+    def spec(i: int, identity: str, listen: bool, send: bool) -> dict[str, Any]:
+        token = lk.token(identity, rooms[i])
+        return {
+            "index": i,
+            "room_name": rooms[i],
+            "identity": identity,
+            "token": token,
+            "listen": listen,
+            "send": send,
+        }
+
+    timeout = 30 + 3 * n
+    if args.phones == "python":
+        phones = await spawn_worker(children, "phones", load_cores, logs / f"phones-n{n}.log")
+        specs = [spec(i, f"phone-{i}", i in talkback, True) for i in range(n)]
+        connected = await phones.call({"cmd": "connect", "url": lk.url, "phones": specs}, timeout)
+        return phones, None, connected["connect_s"]
+    phones = await spawn_go_worker(children, "phones", load_cores, logs / f"phones-n{n}.log")
+    # Addressed to the three measured sides only: the listener in a talkback room would otherwise
+    # receive (and pay for, on this core) every packet too.
+    receivers = {i: [f"bridge-{i}", *(f"{kind}-{i}" for kind in RECEIVERS)] for i in range(n)}
+    specs = [{**spec(i, f"phone-{i}", False, True), "to": receivers[i]} for i in range(n)]
+    connected = await phones.call({"cmd": "connect", "url": lk.url, "phones": specs}, timeout)
+    listeners = None
+    if talkback:
+        listeners = await spawn_worker(children, "phones", load_cores, logs / f"listeners-n{n}.log")
+        specs = [spec(i, f"listener-{i}", True, False) for i in sorted(talkback)]
+        await listeners.call({"cmd": "connect", "url": lk.url, "phones": specs}, timeout)
+    return phones, listeners, connected["connect_s"]
 
 
 async def run_point(
     n: int, args: argparse.Namespace, lk: LocalLiveKitServer, children: Children, cores: Any, logs: Path
 ) -> dict[str, Any]:
-    """The phones connect; the bridge side, then the floor side. Returns both sides' figures."""
+    """The phones connect; the bridge side, the Python floor, the Go receiver. Returns each side's figures."""
     run = uuid.uuid4().hex[:6]
     rooms = [f"load-{run}-n{n}-{i}" for i in range(n)]
     talkback = set(range(min(n, math.ceil(n * args.talkback))))
-    phones = await spawn_worker(children, "phones", cores[1] if cores else None, logs / f"phones-n{n}.log")
-    specs = [
-        {
-            "index": i,
-            "room_name": room,
-            "identity": f"phone-{i}",
-            "token": lk.token(f"phone-{i}", room),
-            "listen": i in talkback,
-        }
-        for i, room in enumerate(rooms)
-    ]
+    phones: Worker | None = None
+    listeners: Worker | None = None
     try:
-        connected = await phones.call({"cmd": "connect", "url": lk.url, "phones": specs}, 30 + 3 * n)
+        load_cores = cores[1] if cores else None
+        phones, listeners, connect_s = await start_phones(
+            rooms, talkback, lk, children, args, load_cores, logs
+        )
         print(
-            f"  N={n}: {n} phones connected in {connected['connect_s']:.1f} s; measuring the bridge…",
+            f"  N={n}: {n} {args.phones} phones connected in {connect_s:.1f} s; measuring the bridge…",
             flush=True,
         )
-        point = Point(n, rooms, talkback, lk, phones, children, cores, args, logs)
-        bridge = await run_bridge_side(point)
-        print(f"  N={n}: measuring the floor (plain rtc.Room) on the same phones…", flush=True)
-        floor = await run_floor_side(point)
-        with contextlib.suppress(Exception):
-            await phones.call({"cmd": "quit"}, 30)
+        point = Point(n, rooms, talkback, lk, phones, listeners, children, cores, args, logs)
+        sides = {"bridge": await run_bridge_side(point)}
+        for kind, what in RECEIVERS.items():
+            print(f"  N={n}: measuring {what} on the same phones…", flush=True)
+            sides[kind] = await run_receiver_side(point, kind)
+        for worker in (phones, listeners):
+            if worker is not None:
+                with contextlib.suppress(Exception):
+                    await worker.call({"cmd": "quit"}, 30)
     finally:
-        await children.stop(phones.proc, grace_s=5)
-    return {"n": n, "talkback_sessions": len(talkback), "bridge": bridge, "floor": floor}
+        for worker in (listeners, phones):
+            if worker is not None:
+                await children.stop(worker.proc, grace_s=5)
+    return {"n": n, "phones": args.phones, "talkback_sessions": len(talkback), **sides}

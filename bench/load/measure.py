@@ -6,13 +6,13 @@
 - descriptors: the measured process's open file descriptors (/proc/<pid>/fd), idle and at the end
   of the window;
 - tasks: the bridge's HealthCheck ``trio_tasks``/``asyncio_tasks`` idle, at N and after every
-  session left; the floor's live asyncio tasks idle and at N;
+  session left; the Python floor's live asyncio tasks, the Go receiver's goroutines, idle and at N;
 - room -> cloud latency: receive wall time - the send time in each packet's header, for packets
   sent inside the window; missing packets by counter against what the phones say they sent;
 - cloud -> room onsets: each tone burst's send time matched to the first onset the listening phone
   heard after it (within ONSET_MATCH_S).
 
-The figures of one side of one point come out as a dict (``bridge_figures``/``floor_figures``), which
+The figures of one side of one point come out as a dict (``bridge_figures``/``receiver_figures``), which
 bench.load.report prints and the JSON keeps; bench/README.md says what each number means.
 """
 
@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bench.lib import Health, cpu_seconds, percentiles, rss_mib
-from bench.load.threads import cpu_by_group
+from bench.load.threads import cpu_by_group, run_delay_seconds
 
 ONSET_MATCH_S = 0.9
 """A tone burst is heard if an onset follows its send within this long (bursts are 1 s apart)."""
@@ -47,6 +47,9 @@ class Window:
     """Open file descriptors of the measured process at the end of the window."""
     thread_cpu_pct: dict[str, float]
     """The measured process's CPU by thread group (bench.load.threads), % of one core."""
+    waited_pct: dict[str, float]
+    """Time its threads were runnable but waiting for a CPU, per process name, % of the window (summed
+    over threads: above 100 when several waited at once)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ async def measure_idle(pid: int) -> Idle:
 
 async def measure_window(seconds: float, pids: dict[str, int], rss_pid: int) -> Window:
     start_cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    start_wait = {name: run_delay_seconds(pid) for name, pid in pids.items()}
     start_groups = cpu_by_group(rss_pid)
     start, t0 = time.monotonic(), time.time_ns()
     samples = [rss_mib(rss_pid)]
@@ -83,8 +87,9 @@ async def measure_window(seconds: float, pids: dict[str, int], rss_pid: int) -> 
         samples.append(rss_mib(rss_pid))
     elapsed, t1 = time.monotonic() - start, time.time_ns()
     cpu = {name: 100 * (cpu_seconds(pid) - start_cpu[name]) / elapsed for name, pid in pids.items()}
+    waited = {name: 100 * (run_delay_seconds(pid) - start_wait[name]) / elapsed for name, pid in pids.items()}
     groups = {g: 100 * (s - start_groups[g]) / elapsed for g, s in cpu_by_group(rss_pid).items()}
-    return Window(t0, t1, elapsed, cpu, samples, open_fds(rss_pid), groups)
+    return Window(t0, t1, elapsed, cpu, samples, open_fds(rss_pid), groups, waited)
 
 
 def onset_delays(
@@ -120,9 +125,16 @@ def missing_packets(sent: dict[str, int], received: dict[int, int]) -> int:
 
 
 def load_of(window: Window, generator: dict[str, Any]) -> dict[str, Any]:
-    """How busy the generator side was: phones, cloud client and server CPU, the phones' send lag."""
+    """How busy the generator side was: phones, cloud client and server CPU, the phones' send lag.
+
+    ``phones_cpu_pct`` is everything that simulates phones on the load core: the phones process, plus
+    the Python listeners process that goes with the Go phones (``listeners_cpu_pct``, None without)."""
+    listeners = window.cpu_pct.get("listeners")
     return {
-        "phones_cpu_pct": window.cpu_pct["phones"],
+        "phones_cpu_pct": window.cpu_pct["phones"] + (listeners or 0.0),
+        "listeners_cpu_pct": listeners,
+        "phones_waited_pct": window.waited_pct["phones"] + window.waited_pct.get("listeners", 0.0),
+        "cloud_waited_pct": window.waited_pct["cloud"],
         "cloud_cpu_pct": window.cpu_pct["cloud"],
         "server_cpu_pct": window.cpu_pct.get("server"),
         "send_lag_ms": percentiles(generator["lag_ms"]),
@@ -168,6 +180,7 @@ def bridge_figures(
     return {
         "cpu_pct": window.cpu_pct["measured"],
         "cpu_pct_per_session": window.cpu_pct["measured"] / n,
+        "cpu_waited_pct": window.waited_pct["measured"],
         "thread_cpu_pct_per_session": {g: pct / n for g, pct in window.thread_cpu_pct.items()},
         "idle_cpu_pct": idle.cpu_pct,
         "rss_idle_mib": idle.rss_mib,
@@ -202,17 +215,19 @@ def bridge_figures(
     }
 
 
-def floor_figures(
+def receiver_figures(
     n: int,
     window: Window,
     idle: Idle,
-    idle_tasks: int,
+    tasks: tuple[str, int, int],
     threads: int,
     report: dict[str, Any],
     generator: dict[str, Any],
 ) -> dict[str, Any]:
-    """The floor side of a point: ``report`` = the floor process's own (latencies, packets received,
-    tones sent, asyncio tasks at N); ``generator`` = the phones' report."""
+    """A receiver side of a point (the Python floor, or the Go receiver): ``tasks`` = (kind, idle,
+    at N), the kind ``asyncio`` (live tasks, Python floor) or ``goroutines`` (Go); ``report`` = the
+    receiver process's own (latencies, packets received, tones sent); ``generator`` = the phones'."""
+    task_kind, idle_tasks, at_n = tasks
     received = {int(k): v for k, v in report["received"].items()}
     onsets = [(i, ns) for i, who, ns in generator["onsets"] if who.startswith("floor-")]
     delays, missed, by_session = onset_delays([(i, ns) for i, ns in report["tones"]], onsets)
@@ -220,6 +235,7 @@ def floor_figures(
     return {
         "cpu_pct": window.cpu_pct["measured"],
         "cpu_pct_per_session": window.cpu_pct["measured"] / n,
+        "cpu_waited_pct": window.waited_pct["measured"],
         "thread_cpu_pct_per_session": {g: pct / n for g, pct in window.thread_cpu_pct.items()},
         "idle_cpu_pct": idle.cpu_pct,
         "rss_idle_mib": idle.rss_mib,
@@ -230,9 +246,9 @@ def floor_figures(
         "fds": window.fds,
         "fds_per_session": (window.fds - idle.fds) / n,
         "threads": threads,
-        "tasks_idle": {"asyncio": idle_tasks},
-        "tasks_at_n": {"asyncio": report["asyncio_tasks"]},
-        "tasks_per_session": {"asyncio": (report["asyncio_tasks"] - idle_tasks) / n},
+        "tasks_idle": {task_kind: idle_tasks},
+        "tasks_at_n": {task_kind: at_n},
+        "tasks_per_session": {task_kind: (at_n - idle_tasks) / n},
         "latency_ms": percentiles(report["latency_ms"]),
         "onset_ms": percentiles(delays),
         "onset_p50_by_session_ms": by_session,

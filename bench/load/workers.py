@@ -1,6 +1,7 @@
 """Worker processes of bench.load: the simulated phones, and the bare-SDK floor.
 
     python -m bench.load.workers phones     # N phones (real participants), started by bench.load
+                                            # (or, with the Go phones, only the ones that listen)
     python -m bench.load.workers floor      # N plain rtc.Rooms with a timestamp-reading handler
 
 Both are plain asyncio and take JSON commands, one per line, on stdin; each command gets exactly one
@@ -22,7 +23,7 @@ import time
 import traceback
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,15 @@ QUIET_FRAMES_TO_REARM = 20
 """After a burst, this many quiet 10 ms frames before the next onset can be recorded."""
 CONNECT_PARALLELISM = 4
 
+
+def floor_rtc_configuration() -> rtc.RtcConfiguration:
+    """The floor's WebRTC configuration: the bridge's (``bridge.livekit_io.room.rtc_configuration``,
+    ICE candidates gathered once). Written out here rather than imported, because importing the
+    ``bridge`` package loads the whole bridge into the floor, whose idle RSS is measured;
+    bench.load checks that the two are equal before a sweep (``driver.check_floor_configuration``)."""
+    return rtc.RtcConfiguration(continual_gathering_policy=rtc.ContinualGatheringPolicy.GATHER_ONCE)
+
+
 Reply = dict[str, Any]
 
 
@@ -45,7 +55,7 @@ def _reply(message: Reply) -> None:
     sys.stdout.flush()
 
 
-async def _serve_commands(handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Reply]]]) -> None:
+async def _serve_commands(handlers: Mapping[str, Callable[[dict[str, Any]], Awaitable[Reply]]]) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 24)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -90,6 +100,8 @@ class Phone:
     identity: str
     token: str
     listen: bool
+    send: bool = True
+    """False for the listeners that go with the Go phones: they only listen to talkback."""
     room: rtc.Room | None = None
     sent_ns: array[int] = field(default_factory=lambda: array("q"))
     lag_ms: array[float] = field(default_factory=lambda: array("d"))
@@ -108,10 +120,11 @@ class Phones:
     async def connect(self, command: dict[str, Any]) -> Reply:
         url = command["url"]
         self.phones = [Phone(**spec) for spec in command["phones"]]
+        by_index = {phone.index: phone for phone in self.phones}
         started = time.monotonic()
 
         async def connect_one(spec: dict[str, Any]) -> None:
-            phone = self.phones[spec["index"]]
+            phone = by_index[spec["index"]]
             room = rtc.Room()
             if phone.listen:
                 room.on(
@@ -128,6 +141,8 @@ class Phones:
         base = loop.time() + 0.2
         count = len(self.phones)
         for phone in self.phones:
+            if not phone.send:
+                continue
             # Real phones are not synchronised: spread the sends over the 100 ms period.
             phase = PERIOD_S * phone.index / max(1, count)
             self.senders.append(loop.create_task(self._send(phone, base + phase)))
@@ -192,7 +207,10 @@ class Phones:
     async def report(self, command: dict[str, Any]) -> Reply:
         t0, t1 = int(command["t0"]), int(command["t1"])
         until = int(command.get("onsets_until", t1))
-        sent, errors, lags, onsets = {}, 0, [], []
+        sent: dict[int, int] = {}
+        lags: list[float] = []
+        onsets: list[list[Any]] = []
+        errors = 0
         for phone in self.phones:
             first, last = bisect_left(phone.sent_ns, t0), bisect_right(phone.sent_ns, t1)
             sent[phone.index] = last - first
@@ -260,8 +278,8 @@ class Floor:
 
             room = rtc.Room()
             room.on("data_received", on_data)
-            # The bridge's WebRTC configuration (ICE gathered once), so both sides do the same work.
-            options = rtc.RoomOptions(auto_subscribe=True)  # as the bridge connects (SDK's ICE gathering)
+            # The bridge's own WebRTC configuration (ICE gathered once), so both sides do the same work.
+            options = rtc.RoomOptions(auto_subscribe=True, rtc_config=floor_rtc_configuration())
             await room.connect(url, entry.token, options)
             entry.room = room
 
@@ -319,10 +337,13 @@ class Floor:
         for source in self.sources:
             with contextlib.suppress(Exception):
                 await source.aclose()
-        for entry in self.rooms:
-            if entry.room is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(entry.room.disconnect(), 5)
+        # All at once and bounded as a whole: one after another, 60 rooms of a saturated floor took
+        # longer than the driver waits for the answer.
+        rooms = [entry.room for entry in self.rooms if entry.room is not None]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(r.disconnect() for r in rooms), return_exceptions=True), 10
+            )
         return {"ok": True}
 
 

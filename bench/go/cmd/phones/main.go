@@ -5,7 +5,9 @@
 //	connect {url, phones: [{index, room_name, identity, token, listen}]}, report {t0, t1}, quit
 //
 // It sends only: the phones that listen to talkback (Opus decoding) stay Python (bench.load starts
-// them as a separate listeners process), so "onsets" in its report stays empty.
+// them as a separate listeners process), so "onsets" in its report stays empty. A phone whose spec
+// names receivers ("to": identities) sends to those only, so the listeners in its room do not get
+// (and pay for) every packet.
 package main
 
 import (
@@ -24,10 +26,11 @@ import (
 const connectParallelism = 4 // as bench/load/workers.py
 
 type phone struct {
-	Index    int    `json:"index"`
-	RoomName string `json:"room_name"`
-	Identity string `json:"identity"`
-	Token    string `json:"token"`
+	Index    int      `json:"index"`
+	RoomName string   `json:"room_name"`
+	Identity string   `json:"identity"`
+	Token    string   `json:"token"`
+	To       []string `json:"to"`
 
 	room   *lksdk.Room
 	mu     sync.Mutex
@@ -45,6 +48,10 @@ func (p *phone) send(start time.Time, stop <-chan struct{}) {
 		packet[i], packet[i+1] = byte(sample), byte(sample>>8)
 	}
 	local := p.room.LocalParticipant
+	options := []lksdk.DataPublishOption{lksdk.WithDataPublishReliable(false)}
+	if len(p.To) > 0 {
+		options = append(options, lksdk.WithDataPublishDestination(p.To))
+	}
 	timer := time.NewTimer(time.Until(start))
 	defer timer.Stop()
 	for counter := uint32(0); ; counter++ {
@@ -60,7 +67,7 @@ func (p *phone) send(start time.Time, stop <-chan struct{}) {
 		packet[0] = byte(counter)
 		wire.PutHeader(packet[1:], now, uint32(p.Index), counter)
 		// The SDK marshals the payload before returning, so the buffer can be reused.
-		err := local.PublishDataPacket(lksdk.UserData(packet), lksdk.WithDataPublishReliable(false))
+		err := local.PublishDataPacket(lksdk.UserData(packet), options...)
 		p.mu.Lock()
 		if err != nil {
 			p.errors++
