@@ -190,9 +190,15 @@ class BridgeSession:
 
         The stream ends with DRAINED, which tells a client to re-join (elsewhere).
         """
-        self._set_close_reason(CloseReason.DRAINED, "bridge draining")
+        await self._flush_then_close_drained("bridge draining")
+        await self.closed.wait()
+
+    async def _flush_then_close_drained(self, detail: str) -> None:
+        """What a drain's hand-over does, and a client that moved when asked: the room audio still
+        queued goes to the stream, then the session closes as DRAINED."""
+        self._set_close_reason(CloseReason.DRAINED, detail)
         await self.stream.flush()
-        await self.aclose(CloseReason.DRAINED)
+        self.close(CloseReason.DRAINED)
 
     @property
     def handing_over(self) -> bool:
@@ -245,11 +251,8 @@ class BridgeSession:
             elif event.kind == "disconnected":
                 self.status.mark_disconnected(f"room disconnected: {event.reason}")
                 if self.asked_to_move and event.reason == "DUPLICATE_IDENTITY":
-                    # The client re-joined elsewhere, as a drain asked: what our participant heard
-                    # last still goes to the cloud, then the hand-over is done.
-                    self._set_close_reason(CloseReason.DRAINED, "moved to another bridge")
-                    await self.stream.flush()
-                    self.close(CloseReason.DRAINED)
+                    # The client re-joined elsewhere, as a drain asked: the hand-over is done.
+                    await self._flush_then_close_drained("moved to another bridge")
                     return
                 self.close(CloseReason.ROOM_DISCONNECTED, f"room disconnected: {event.reason}")
 
