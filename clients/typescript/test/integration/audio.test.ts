@@ -11,7 +11,7 @@ import * as grpc from "@grpc/grpc-js";
 import { BridgeChannel, JoinRoomError, LiveKitGrpcClient, type PlayAudioEvent } from "../../src/index";
 import { chunks, sine, sineRms, writeWav } from "../support/audio";
 import { BridgeProcess } from "../support/bridge-process";
-import { IntegrationEnv, newRoom } from "../support/env";
+import { IntegrationEnv, newRoom, startedEnv } from "../support/env";
 import { sleep, waitFor, within } from "../support/process";
 import { type Heard, packetPayload } from "../support/room-driver";
 
@@ -66,10 +66,7 @@ describe("LiveKitGrpcClient with the real bridge and a real LiveKit server", () 
   });
 
   function ready(): IntegrationEnv {
-    if (env === undefined || startError !== undefined) {
-      throw startError instanceof Error ? startError : new Error("the integration environment did not start", { cause: startError });
-    }
-    return env;
+    return startedEnv(env, startError);
   }
 
   /** Polls what the listener heard on `track` until `enough` holds (bounded). */

@@ -15,7 +15,7 @@ import * as grpc from "@grpc/grpc-js";
 import { ClientDisposedError, type LiveKitGrpcClient, type PlayAudioEvent, type StateChange } from "../../src/index";
 import type { AudioCall, ReconnectingAudioStream } from "../../src/stream";
 import { sine, writeWav } from "../support/audio";
-import { IntegrationEnv, newRoom } from "../support/env";
+import { IntegrationEnv, newRoom, startedEnv } from "../support/env";
 import { activeTimers } from "../support/fake-call";
 import { freePort, sleep, waitFor, within } from "../support/process";
 import { SignalGate } from "../support/signal-gate";
@@ -90,10 +90,7 @@ describe("LiveKitGrpcClient hygiene, backoff, write limit, dispose and cut-off c
   });
 
   function ready(): IntegrationEnv {
-    if (env === undefined || startError !== undefined) {
-      throw startError instanceof Error ? startError : new Error("the integration environment did not start", { cause: startError });
-    }
-    return env;
+    return startedEnv(env, startError);
   }
 
   /** Sum of the bridge's Prometheus samples `name` whose labels include `labels`. */

@@ -10,7 +10,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import LiveKitGrpcClient, { type LegacyBridgeEvent, type Logger, type PlayAudioEvent, sharedBridgeChannel } from "../../src/index";
 import { sine, writeWav } from "../support/audio";
-import { IntegrationEnv, newRoom } from "../support/env";
+import { IntegrationEnv, newRoom, startedEnv } from "../support/env";
 import { sleep, waitFor } from "../support/process";
 import { packetPayload } from "../support/room-driver";
 
@@ -66,10 +66,7 @@ describe("the old LiveKitGrpcClient API against the real bridge", () => {
   });
 
   function ready(): IntegrationEnv {
-    if (env === undefined || startError !== undefined) {
-      throw startError instanceof Error ? startError : new Error("the integration environment did not start", { cause: startError });
-    }
-    return env;
+    return startedEnv(env, startError);
   }
 
   /** LiveKitManager.startBridgeSubscriber: a client from the session, connect() with the agent's token. */

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { BridgeUnavailableError, type StateChange } from "../../src/index";
 import { sine } from "../support/audio";
-import { IntegrationEnv, newRoom } from "../support/env";
+import { IntegrationEnv, newRoom, startedEnv } from "../support/env";
 import { sleep, waitFor } from "../support/process";
 import { packetPayload } from "../support/room-driver";
 
@@ -34,10 +34,7 @@ describe("LiveKitGrpcClient resilience against the real bridge", () => {
   });
 
   function ready(): IntegrationEnv {
-    if (env === undefined || startError !== undefined) {
-      throw startError instanceof Error ? startError : new Error("the integration environment did not start", { cause: startError });
-    }
-    return env;
+    return startedEnv(env, startError);
   }
 
   test("kill -9 and restart of the bridge mid-stream: the client re-joins within 2 s and audio flows both ways again", async () => {

@@ -12,6 +12,17 @@ export function newRoom(): string {
   return `room-${randomUUID().slice(0, 8)}`;
 }
 
+/**
+ * The environment a suite's before() hook started, or the error it failed with: every test then
+ * fails with that error (a failing hook would only cancel them).
+ */
+export function startedEnv(env: IntegrationEnv | undefined, startError: unknown): IntegrationEnv {
+  if (env === undefined || startError !== undefined) {
+    throw startError instanceof Error ? startError : new Error("the integration environment did not start", { cause: startError });
+  }
+  return env;
+}
+
 export class IntegrationEnv {
   private readonly clients = new Set<LiveKitGrpcClient>();
 
