@@ -21,6 +21,14 @@ from bridge import BridgeConfig, BridgeState, serve
 from bridge._gen.mentra.livekit.bridge import HealthCheckRequest, LiveKitBridgeStub
 from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
 from support.leaks import TaskCensus
+from support import watchdog as watchdog_module
+from support.watchdog import watchdog
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        watchdog_module.release_output = lambda: capture.suspend_global_capture(in_=False)
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +48,12 @@ def private_livekit_server() -> Iterator[LocalLiveKitServer]:
 
 
 @pytest.fixture
-async def aio_loop() -> AsyncIterator[object]:
-    async with trio_asyncio.open_loop() as loop:
-        yield loop
+async def aio_loop(request: pytest.FixtureRequest) -> AsyncIterator[object]:
+    # Every test on the loop is watched: a shielded wait that never returns ends the run with a
+    # dump of the Trio tasks instead of hanging CI (see support/watchdog.py).
+    with watchdog(request.node.nodeid):
+        async with trio_asyncio.open_loop() as loop:
+            yield loop
 
 
 @dataclass(eq=False)

@@ -199,7 +199,7 @@ async def serve(
         await _serve(config, playback, room_factory, task_status)
     finally:
         forget_secret(config.auth_token)
-        with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True), trio.move_on_after(_SERVER_CLOSE_TIMEOUT_S):
             await aio_as_trio(playback.client.aclose)()
 
 

@@ -20,6 +20,7 @@ from bridge.metrics import BridgeMetrics
 from bridge.playback import PlaybackStats
 from bridge.registry import MOVE_GRACE_S, SessionRegistry
 from bridge.session import CloseReason, JoinRequest, StreamCounters, StreamEndReason
+from bridge.session.stream import STREAM_TASKS_END_TIMEOUT_S
 from support.fake_room import FakeRooms
 
 TTL_S = 120.0
@@ -295,3 +296,49 @@ async def test_a_join_that_cannot_connect_answers_and_takes_no_place(world: Worl
     world.rooms.fail_connect = ""
     assert (await world.join("a")).session is not None
     assert (await world.join("b")).session is not None  # capacity 2: the failed join held no place
+
+
+@dataclass(eq=False)
+class StubbornCall(FakeCall):
+    """A call whose asyncio half ignores its first cancel (a library bug) until the test releases it."""
+
+    release: asyncio.Event | None = None
+
+    async def receive_all(self, publish: Any, counters: StreamCounters) -> None:
+        self.release = asyncio.Event()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await self.release.wait()
+
+
+async def test_a_call_whose_tasks_ignore_their_cancel_still_returns_within_its_bound(
+    world: World, mock_clock: trio.testing.MockClock
+) -> None:
+    await world.join("stubborn")
+    call = StubbornCall("stubborn")
+    client = trio.CancelScope()
+    returned: list[float] = []
+
+    async def serve() -> None:
+        with client:  # grpclib cancels the handler when the client goes away
+            try:
+                await world.registry.serve_stream(call)
+            finally:
+                returned.append(trio.current_time())
+
+    world.nursery.start_soon(serve)
+    await trio.testing.wait_all_tasks_blocked()
+    hung_up = trio.current_time()
+    client.cancel()
+    await trio.testing.wait_all_tasks_blocked()
+    mock_clock.jump(STREAM_TASKS_END_TIMEOUT_S - 0.01)
+    await trio.testing.wait_all_tasks_blocked()
+    assert not returned  # still waiting, shielded, for the call's tasks
+    mock_clock.jump(0.02)
+    await trio.testing.wait_all_tasks_blocked()
+    assert returned and returned[0] - hung_up == pytest.approx(STREAM_TASKS_END_TIMEOUT_S, abs=0.02)
+    assert call.release is not None
+    call.release.set()  # the stuck task ends; the session is whole again
+    await trio.testing.wait_all_tasks_blocked()
+    assert not world.registry.get("stubborn").stream.attached

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT_S = 1.0
 """On a hand-over, how long the stream may take to send the room audio still queued for it."""
+STREAM_TASKS_END_TIMEOUT_S = 10.0
+"""How long an ended call waits, shielded, for its tasks to finish. Cancelling their asyncio halves
+takes milliseconds; the bound keeps an asyncio task that ignores its cancel from hanging the call."""
 
 Publish = Callable[[int, npt.NDArray[np.int16]], Awaitable[None]]
 
@@ -110,8 +113,14 @@ class AttachedStream:
             await attachment.done.wait()
         finally:
             attachment.scope.cancel()
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True), trio.move_on_after(STREAM_TASKS_END_TIMEOUT_S) as waiting:
                 await attachment.done.wait()
+            if waiting.cancelled_caught:
+                log.error(
+                    "stream tasks still running %.0f s after the call ended; leaving them to the session",
+                    STREAM_TASKS_END_TIMEOUT_S,
+                    extra={"user_id": self._host.user_id},
+                )
             if self._attachment is attachment:
                 self._attachment = None
             self._host.touch()

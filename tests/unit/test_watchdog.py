@@ -1,0 +1,47 @@
+"""The test watchdog turns a hang in a shielded wait into a dump of where it waits, and an exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from support.watchdog import EXIT_CODE
+
+TESTS = Path(__file__).resolve().parents[1]
+
+HANGING = textwrap.dedent(
+    """
+    import trio
+    from support.watchdog import watchdog
+
+    async def cleanup_that_never_returns():
+        with trio.CancelScope(shield=True):
+            await trio.sleep_forever()
+
+    async def main():
+        with watchdog("the hanging test", seconds=1.0):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(cleanup_that_never_returns)
+                with trio.fail_after(0.2):  # cannot end the shielded wait
+                    await trio.sleep_forever()
+
+    trio.run(main)
+    """
+)
+
+
+def test_a_hang_inside_a_shield_is_dumped_and_ends_the_process() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", HANGING],
+        cwd=TESTS,
+        env={"PYTHONPATH": str(TESTS)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == EXIT_CODE, done.stderr
+    assert "the hanging test still running after 1 s" in done.stderr
+    assert "in cleanup_that_never_returns" in done.stderr  # the Trio task and the frame it waits in
+    assert "*** threads:" in done.stderr
