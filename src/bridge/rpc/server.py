@@ -34,6 +34,8 @@ from grpclib.protocol import H2Protocol
 from grpclib.server import Handler, Server
 from h2.settings import SettingCodes
 
+from .codec import BridgeCodec
+
 __all__ = ["BoundedHealth", "BridgeServer"]
 
 T = TypeVar("T")
@@ -100,7 +102,7 @@ class BridgeServer(Server):
         windows = Configuration(
             http2_stream_window_size=STREAM_WINDOW_BYTES, http2_connection_window_size=CONNECTION_WINDOW_BYTES
         )
-        super().__init__(handlers, config=windows)
+        super().__init__(handlers, codec=BridgeCodec(), config=windows)
         self._protocol_class = type(
             "BridgeH2Protocol",
             (_Protocol,),

@@ -20,6 +20,7 @@ from ..cloud_queue import CloudAudioQueue, QueueClosed
 from ..errors import AudioFormatError, TransportRefusedError
 from ..livekit_io.inbound import CLOUD_SAMPLE_RATE
 from ..session.stream import Publish, StreamCounters
+from .codec import CAudioChunk
 
 __all__ = ["MAX_TRACK_ID", "NOTICES_KEY", "CloudPcmConverter", "GrpcCloudLink", "requested_notices"]
 
@@ -66,8 +67,9 @@ class GrpcCloudLink:
             except QueueClosed:
                 return
             for chunk in batch:
+                # upb, not betterproto2: the hot path (codec.py); the cloud reads the same bytes.
                 await self._stream.send_message(
-                    AudioChunk(
+                    CAudioChunk(
                         pcm_data=chunk.pcm,
                         sample_rate=CLOUD_SAMPLE_RATE,
                         channels=1,
