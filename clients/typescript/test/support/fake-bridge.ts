@@ -2,6 +2,7 @@
  * An in-process gRPC server speaking the bridge's proto, scripted per test: fast unit tests of the
  * client's wire behaviour (what it sends, how it reads answers) without Python or LiveKit.
  */
+import { after, before } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import type { AudioChunk, AudioChunk__Output } from "../../src/generated/mentra/livekit/bridge/AudioChunk";
 import type { BridgeStatusResponse } from "../../src/generated/mentra/livekit/bridge/BridgeStatusResponse";
@@ -12,6 +13,7 @@ import type { LiveKitBridgeHandlers } from "../../src/generated/mentra/livekit/b
 import type { PlayAudioEvent } from "../../src/generated/mentra/livekit/bridge/PlayAudioEvent";
 import type { PlayAudioRequest__Output } from "../../src/generated/mentra/livekit/bridge/PlayAudioRequest";
 import type { StopAudioRequest__Output } from "../../src/generated/mentra/livekit/bridge/StopAudioRequest";
+import { BridgeChannel, LiveKitGrpcClient, type LiveKitGrpcClientOptions } from "../../src/index";
 import { loadBridgeProto } from "../../src/proto";
 
 export type StreamCall = grpc.ServerDuplexStream<AudioChunk__Output, AudioChunk>;
@@ -55,35 +57,50 @@ export class FakeBridge {
   /** What PlayAudio does; by default it answers UNIMPLEMENTED. */
   play: (call: PlayCall) => void = (call) => call.emit("error", { code: grpc.status.UNIMPLEMENTED, details: "not yet" });
 
-  private constructor(
-    private readonly server: grpc.Server,
-    readonly port: number,
-    /** What a client dials: `127.0.0.1:<port>`, or `unix:<path>`. */
-    readonly address: string,
-  ) {}
+  private bound: { port: number; address: string } | undefined;
 
+  private constructor(private readonly server: grpc.Server) {}
+
+  /** The port it listens on (0 for a unix socket's); only once listening. */
+  get port(): number {
+    return this.listening().port;
+  }
+
+  /** What a client dials: `127.0.0.1:<port>`, or `unix:<path>`; only once listening. */
+  get address(): string {
+    return this.listening().address;
+  }
+
+  private listening(): { port: number; address: string } {
+    if (this.bound === undefined) {
+      throw new Error("FakeBridge not listening yet (start() it, or read it inside a test or hook of useFakeBridge's suite)");
+    }
+    return this.bound;
+  }
+
+  /** A started bridge: made, then listening on `port` (0: any free one) or as `listen` says. */
   static async start(port = 0, listen: FakeBridgeListen = {}): Promise<FakeBridge> {
+    const bridge = FakeBridge.create();
+    await bridge.listen(port, listen);
+    return bridge;
+  }
+
+  /** A bridge not yet listening: scriptable at once, dialable after listen(). */
+  static create(): FakeBridge {
     const server = new grpc.Server();
-    // eslint-disable-next-line prefer-const -- assigned once below, after the handlers that read it are built
-    let bridge: FakeBridge | undefined;
-    const self = (): FakeBridge => {
-      if (bridge === undefined) {
-        throw new Error("FakeBridge not ready");
-      }
-      return bridge;
-    };
+    const bridge = new FakeBridge(server);
     const route = (method: string, call: { metadata: grpc.Metadata }): void => {
       const value = call.metadata.get("x-user-id")[0];
-      self().routed.push([method, value === undefined ? undefined : String(value)]);
+      bridge.routed.push([method, value === undefined ? undefined : String(value)]);
     };
     const handlers: LiveKitBridgeHandlers = {
       JoinRoom: (call, callback) => {
         route("JoinRoom", call);
-        self().joins.push(call.request);
-        if (self().unanswered.has("JoinRoom")) {
+        bridge.joins.push(call.request);
+        if (bridge.unanswered.has("JoinRoom")) {
           return;
         }
-        const reply = self().joinReply(call.request);
+        const reply = bridge.joinReply(call.request);
         if ("code" in reply) {
           callback(reply);
         } else {
@@ -92,8 +109,8 @@ export class FakeBridge {
       },
       LeaveRoom: (call, callback) => {
         route("LeaveRoom", call);
-        self().leaves.push(call.request);
-        if (self().unanswered.has("LeaveRoom")) {
+        bridge.leaves.push(call.request);
+        if (bridge.unanswered.has("LeaveRoom")) {
           return;
         }
         callback(null, { success: true });
@@ -101,20 +118,20 @@ export class FakeBridge {
       StreamAudio: (call) => {
         route("StreamAudio", call);
         call.once("data", (first: AudioChunk__Output) => {
-          self().firstMessages.push(first);
-          self().streams.push(call);
+          bridge.firstMessages.push(first);
+          bridge.streams.push(call);
         });
         call.on("error", () => undefined);
       },
       PlayAudio: (call) => {
         route("PlayAudio", call);
-        self().plays.push(call.request);
-        self().play(call);
+        bridge.plays.push(call.request);
+        bridge.play(call);
       },
       StopAudio: (call, callback) => {
         route("StopAudio", call);
-        self().stops.push(call.request);
-        if (self().unanswered.has("StopAudio")) {
+        bridge.stops.push(call.request);
+        if (bridge.unanswered.has("StopAudio")) {
           return;
         }
         callback(null, { success: true, stopped_request_id: call.request.request_id });
@@ -122,10 +139,10 @@ export class FakeBridge {
       HealthCheck: (_call, callback) => callback(null, { status: "SERVING" }),
       GetStatus: (call, callback) => {
         route("GetStatus", call);
-        if (self().unanswered.has("GetStatus")) {
+        if (bridge.unanswered.has("GetStatus")) {
           return;
         }
-        const reply = self().statusReply(call.request.user_id);
+        const reply = bridge.statusReply(call.request.user_id);
         if ("code" in reply) {
           callback(reply);
         } else {
@@ -134,14 +151,21 @@ export class FakeBridge {
       },
     };
     server.addService(loadBridgeProto().grpc.mentra.livekit.bridge.LiveKitBridge.service, handlers);
+    return bridge;
+  }
+
+  /** Starts listening on `port` (0: any free one), or as `listen` says; once only. */
+  async listen(port = 0, listen: FakeBridgeListen = {}): Promise<void> {
+    if (this.bound !== undefined) {
+      throw new Error(`FakeBridge already listening on ${this.bound.address}`);
+    }
     const target = listen.unixSocket === undefined ? `127.0.0.1:${port}` : `unix:${listen.unixSocket}`;
-    const bound = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(target, listen.credentials ?? grpc.ServerCredentials.createInsecure(), (err, actual) =>
-        err ? reject(err) : resolve(actual),
+    const actual = await new Promise<number>((resolve, reject) => {
+      this.server.bindAsync(target, listen.credentials ?? grpc.ServerCredentials.createInsecure(), (err, bound) =>
+        err ? reject(err) : resolve(bound),
       );
     });
-    bridge = new FakeBridge(server, bound, listen.unixSocket === undefined ? `127.0.0.1:${bound}` : target);
-    return bridge;
+    this.bound = { port: actual, address: listen.unixSocket === undefined ? `127.0.0.1:${actual}` : target };
   }
 
   /** Ends StreamAudio call `index` the way the bridge ends a stream cleanly: OK plus the end reason. */
@@ -159,4 +183,58 @@ export class FakeBridge {
   kill(): void {
     this.server.forceShutdown();
   }
+}
+
+/** What useFakeBridge() gives a suite. `client` is a plain function: destructure it freely. */
+export interface FakeBridgeSuite {
+  /** The suite's bridge: scriptable at once; its address and port from the suite's `before` hook on. */
+  readonly bridge: FakeBridge;
+  /** The bridge's address (from the suite's `before` hook on). */
+  readonly address: string;
+  /** A channel to the bridge, made in the suite's `before` hook, closed in its `after` hook. */
+  readonly channel: BridgeChannel;
+  /** A client on the suite's channel, disposed after the suite even when its test fails midway. */
+  readonly client: (options?: LiveKitGrpcClientOptions) => LiveKitGrpcClient;
+}
+
+/**
+ * A fake bridge for the calling `describe`: its `before` hook starts the bridge and opens a channel
+ * to it; its `after` hook disposes every client made with `client()`, then closes the channel and
+ * kills the bridge. Call it in the `describe` body, outside any test.
+ */
+export function useFakeBridge(): FakeBridgeSuite {
+  const bridge = FakeBridge.create();
+  let channel: BridgeChannel | undefined;
+  const clients: LiveKitGrpcClient[] = [];
+  const suiteChannel = (): BridgeChannel => {
+    if (channel === undefined) {
+      throw new Error("useFakeBridge: no channel before the suite's before hook has run");
+    }
+    return channel;
+  };
+
+  before(async () => {
+    await bridge.listen();
+    channel = new BridgeChannel({ address: bridge.address });
+  });
+  after(async () => {
+    await Promise.all(clients.map((client) => client.dispose()));
+    channel?.close();
+    bridge.kill();
+  });
+
+  return {
+    bridge,
+    get address() {
+      return bridge.address;
+    },
+    get channel() {
+      return suiteChannel();
+    },
+    client: (options = {}) => {
+      const client = new LiveKitGrpcClient({ channel: suiteChannel(), ...options });
+      clients.push(client);
+      return client;
+    },
+  };
 }

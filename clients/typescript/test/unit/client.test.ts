@@ -1,18 +1,17 @@
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import {
   BridgeChannel,
   ClientDisposedError,
   JoinRoomError,
   LiveKitGrpcClient,
-  type LiveKitGrpcClientOptions,
   type Logger,
   type PlayAudioEvent,
   type StateChange,
 } from "../../src/index";
 import { activeTimers } from "../support/fake-call";
-import { FakeBridge, type PlayCall, type StreamCall } from "../support/fake-bridge";
+import { type PlayCall, type StreamCall, useFakeBridge } from "../support/fake-bridge";
 import { sleep, waitFor } from "../support/process";
 
 const TOKEN = "eyJhbGciOiJIUzI1NiJ9.secret-token-that-must-never-be-logged.sig";
@@ -31,26 +30,9 @@ function connectParams(userId: string) {
 }
 
 describe("LiveKitGrpcClient against a scripted in-process bridge", () => {
-  let bridge: FakeBridge;
-  let channel: BridgeChannel;
-  const clients: LiveKitGrpcClient[] = [];
-
-  /** A client on the test channel, disposed after the suite even when its test fails midway. */
-  function newClient(options: LiveKitGrpcClientOptions = {}): LiveKitGrpcClient {
-    const client = new LiveKitGrpcClient({ channel, ...options });
-    clients.push(client);
-    return client;
-  }
-
-  before(async () => {
-    bridge = await FakeBridge.start();
-    channel = new BridgeChannel({ address: bridge.address });
-  });
-  after(async () => {
-    await Promise.all(clients.map((client) => client.dispose()));
-    channel.close();
-    bridge.kill();
-  });
+  // The bridge, started in a before hook; newClient() makes a client on a channel to it, disposed
+  // after the suite even when its test fails midway.
+  const { bridge, client: newClient } = useFakeBridge();
 
   test("connect() joins with target_identity = userId, then opens the stream with the naming message", async () => {
     const client = newClient();

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import {
   BridgeChannel,
@@ -17,7 +17,7 @@ import {
   type Logger,
   sharedBridgeChannel,
 } from "../../src/index";
-import { FakeBridge } from "../support/fake-bridge";
+import { FakeBridge, useFakeBridge } from "../support/fake-bridge";
 import { waitFor } from "../support/process";
 import { selfSignedCertificate } from "../support/self-signed";
 
@@ -46,25 +46,9 @@ function assertAboutDeadline(ms: number, what: string): void {
 }
 
 describe("client and channel options against a scripted in-process bridge", () => {
-  let bridge: FakeBridge;
-  let channel: BridgeChannel;
-  const clients: LiveKitGrpcClient[] = [];
-
-  function newClient(options: LiveKitGrpcClientOptions = {}): LiveKitGrpcClient {
-    const client = new LiveKitGrpcClient({ channel, ...options });
-    clients.push(client);
-    return client;
-  }
-
-  before(async () => {
-    bridge = await FakeBridge.start();
-    channel = new BridgeChannel({ address: bridge.address });
-  });
-  after(async () => {
-    await Promise.all(clients.map((client) => client.dispose()));
-    channel.close();
-    bridge.kill();
-  });
+  // The bridge, started in a before hook; newClient() makes a client on a channel to it, disposed
+  // after the suite even when its test fails midway.
+  const { bridge, client: newClient } = useFakeBridge();
 
   test("joinTimeoutMs is JoinRoom's deadline: a bridge that never answers fails connect() with DEADLINE_EXCEEDED then", async () => {
     bridge.unanswered.add("JoinRoom");

@@ -4,10 +4,10 @@
  * Against the scripted in-process bridge; tests/pool runs the same behaviour through HAProxy.
  */
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { BridgeChannel, JoinRoomError, LiveKitGrpcClient, ROUTING_KEY } from "../../src/index";
-import { FakeBridge, type PlayCall } from "../support/fake-bridge";
+import { JoinRoomError, ROUTING_KEY } from "../../src/index";
+import { type PlayCall, useFakeBridge } from "../support/fake-bridge";
 import { waitFor } from "../support/process";
 
 function params(userId: string) {
@@ -19,25 +19,9 @@ function notFound(userId: string): grpc.ServiceError {
 }
 
 describe("routing a pool: x-user-id on every call, NOT_FOUND = moved", () => {
-  let bridge: FakeBridge;
-  let channel: BridgeChannel;
-  const clients: LiveKitGrpcClient[] = [];
-
-  function newClient(): LiveKitGrpcClient {
-    const client = new LiveKitGrpcClient({ channel });
-    clients.push(client);
-    return client;
-  }
-
-  before(async () => {
-    bridge = await FakeBridge.start();
-    channel = new BridgeChannel({ address: bridge.address });
-  });
-  after(async () => {
-    await Promise.all(clients.map((client) => client.dispose()));
-    channel.close();
-    bridge.kill();
-  });
+  // The bridge, started in a before hook; newClient() makes a client on a channel to it, disposed
+  // after the suite even when its test fails midway.
+  const { bridge, client: newClient } = useFakeBridge();
 
   test("every call of a session carries the user id as x-user-id", async () => {
     assert.equal(ROUTING_KEY, "x-user-id");
@@ -88,8 +72,7 @@ describe("routing a pool: x-user-id on every call, NOT_FOUND = moved", () => {
 
   test("a draining notice on the stream: the client re-joins make-before-break, audio still arriving on the old stream", async () => {
     const heard: Buffer[] = [];
-    const audioClient = new LiveKitGrpcClient({ channel, onAudio: (pcm) => heard.push(pcm) });
-    clients.push(audioClient);
+    const audioClient = newClient({ onAudio: (pcm) => heard.push(pcm) });
     await audioClient.connect(params("drain-move-1"));
     await waitFor(() => bridge.firstMessages.some((m) => m.user_id === "drain-move-1"), 2000, "the stream");
     const index = bridge.firstMessages.findIndex((m) => m.user_id === "drain-move-1");
