@@ -20,7 +20,14 @@ from pathlib import Path
 from bench.lib import REPO_ROOT, Children, load_average, pick_cores
 from bench.load.driver import check_floor_configuration, run_point
 from bench.load.gobuild import ensure_built
-from bench.load.report import add_marginal_rss, format_tables, plot, point_ratios, warnings_for
+from bench.load.report import (
+    add_marginal_rss,
+    format_sweep_slopes,
+    format_tables,
+    plot,
+    point_ratios,
+    warnings_for,
+)
 from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
 
 
@@ -66,7 +73,7 @@ async def run(args: argparse.Namespace, lk: LocalLiveKitServer, children: Childr
         "points": points,
     }
     add_marginal_rss(points)
-    print("\n== summary ==" + format_tables(points))
+    print("\n== summary ==" + format_tables(points) + format_sweep_slopes(points))
     json_path = out / f"load-{stamp}.json"
     json_path.write_text(json.dumps(report, indent=1))
     png_path = out / f"load-{stamp}.png"

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.lib import least_squares_slope
 from bench.load.threads import GROUPS
 
 SATURATED_PCT = 85.0
@@ -113,6 +114,29 @@ def add_marginal_rss(points: list[dict[str, Any]]) -> None:
                 ("fds_marginal", "fds_marginal_per_session"),
             ):
                 point["ratios"][ref][key] = ratio(point["bridge"][figure], point[ref][figure])
+
+
+def format_sweep_slopes(points: list[dict[str, Any]]) -> str:
+    """Per-session cost as the least-squares slope over the whole sweep (CPU %, RSS MiB and
+    descriptors against N), per side: the form of #15's table. Empty with fewer than two points."""
+    if len({p["n"] for p in points}) < 2:
+        return ""
+    ns = [p["n"] for p in points]
+    lines = [
+        f"\nper session over the sweep N = {','.join(map(str, ns))}: least-squares slope against N;"
+        " ratios bridge/floor and bridge/go",
+        "                        |  bridge   floor      go | br/fl  br/go",
+    ]
+    for label, key in (
+        ("CPU, % of one core", "cpu_pct"),
+        ("RSS, MiB", "rss_mib"),
+        ("file descriptors", "fds"),
+    ):
+        slopes = {side: least_squares_slope(ns, [p[side][key] for p in points]) for side in SIDES}
+        figures = " ".join(_f(slopes[side], 7, 2) for side in SIDES)
+        ratios_ = " ".join(_x(ratio(slopes["bridge"], slopes[ref])) for ref in REFERENCES)
+        lines.append(f"  {label:<21} | {figures} | {ratios_}")
+    return "\n".join(lines)
 
 
 def _f(value: float | None, width: int = 6, digits: int = 1) -> str:
