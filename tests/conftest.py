@@ -7,6 +7,8 @@ folder, started on loopback with the config in src/bridge/testing/resources/live
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,8 +22,8 @@ from trio_asyncio import aio_as_trio
 from bridge import BridgeConfig, BridgeState, serve
 from bridge._gen.mentra.livekit.bridge import HealthCheckRequest, LiveKitBridgeStub
 from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
-from support.leaks import TaskCensus
 from support import watchdog as watchdog_module
+from support.leaks import TaskCensus
 from support.watchdog import watchdog
 
 
@@ -29,6 +31,31 @@ def pytest_configure(config: pytest.Config) -> None:
     capture = config.pluginmanager.getplugin("capturemanager")
     if capture is not None:
         watchdog_module.release_output = lambda: capture.suspend_global_capture(in_=False)
+
+
+_exit_status: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _exit_status.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """With the SDK's native runtime loaded, end the process here, with pytest's own status.
+
+    At interpreter exit the SDK's atexit handler disposes its runtime while tokio workers still
+    run, and once in a while one of them aborts the process ("panic in a function that cannot
+    unwind", exit 134) after every test has passed and been reported (docs/design/lessons.md).
+    Nothing is left to do by then but that teardown, so skip it.
+    """
+    from livekit.rtc._ffi_client import FfiClient
+
+    if FfiClient._instance is None or not _exit_status:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_exit_status[-1])
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,7 @@ from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 from trio_asyncio import aio_as_trio
 
+from . import aio_batching
 from .access import describe_protection, install_token_check, server_ssl_context
 from .capacity import raise_open_file_limit
 from .config import BridgeConfig
@@ -194,6 +195,7 @@ async def serve(
     remember_secret(config.auth_token)
     raise_open_file_limit()  # before the registry sizes itself by it
     native_memory_gate().configure(headroom_mib=config.native_memory_headroom_mib)
+    aio_batching.install(config.asyncio_batch)  # patches the loop this runs on, from its next pass
     playback = await aio_as_trio(_playback_services)(config)
     try:
         await _serve(config, playback, room_factory, task_status)

@@ -152,6 +152,10 @@ class BridgeConfig:
     falls behind, and this gives it time (``BRIDGE_NATIVE_MEMORY_HEADROOM_MIB``; 0 = never wait;
     livekit_io/pacing.py)."""
 
+    asyncio_batch: int = 64
+    """asyncio callbacks trio-asyncio runs per pass of its Trio task before it yields; 1 = one per
+    pass, trio-asyncio's own behaviour (``BRIDGE_ASYNCIO_BATCH``; aio_batching.py)."""
+
     cloud_queue_ms: int = 2000
     """Room -> cloud audio a session buffers for its stream before dropping the oldest
     (``BRIDGE_CLOUD_QUEUE_MS``)."""
@@ -329,6 +333,8 @@ class BridgeConfig:
             raise ConfigError("BRIDGE_MAX_MESSAGE_BYTES must be between 4096 and 67108864")
         if not 0 <= self.native_memory_headroom_mib <= 65_536:
             raise ConfigError("BRIDGE_NATIVE_MEMORY_HEADROOM_MIB must be between 0 (off) and 65536")
+        if not 1 <= self.asyncio_batch <= 4096:
+            raise ConfigError("BRIDGE_ASYNCIO_BATCH must be between 1 and 4096")
         if not 100 <= self.cloud_queue_ms <= 60_000:
             raise ConfigError("BRIDGE_CLOUD_QUEUE_MS must be between 100 and 60000")
         if not 1 <= self.max_streams_per_connection <= 100_000:

@@ -74,6 +74,10 @@ HELP: dict[str, str] = {
         "room connects wait (at most 2 s) while the C heap in use is this far above its low point plus "
         "2 MiB per room: under fast churn the SDK's teardown of left rooms falls behind. 0 = never wait"
     ),
+    "asyncio_batch": (
+        "asyncio callbacks run per pass of trio-asyncio's loop before Trio's own tasks get a turn "
+        "(less scheduling per packet); 1 = trio-asyncio's one per pass"
+    ),
     "track_chunk_ms": "remote audio tracks are forwarded in chunks of this length",
     "publish_sample_rate": (
         "rate of the tracks the bridge publishes (cloud PCM is resampled): 16000, 24000 or 48000"

@@ -17,7 +17,12 @@ from contextlib import contextmanager
 
 import trio
 
-release_output: Callable[[], None] = lambda: None
+
+def _nothing_to_release() -> None:
+    pass
+
+
+release_output: Callable[[], None] = _nothing_to_release
 """Set by conftest to suspend pytest's output capture, whose files ``os._exit`` would discard."""
 
 DEFAULT_SECONDS = 300.0
@@ -46,7 +51,9 @@ def task_tree() -> str:
 @contextmanager
 def watchdog(test_name: str, seconds: float | None = None) -> Iterator[None]:
     """Watch the enclosed part of a test (call from inside the Trio run)."""
-    limit = seconds if seconds is not None else float(os.environ.get("BRIDGE_TEST_WATCHDOG_S", DEFAULT_SECONDS))
+    limit = (
+        seconds if seconds is not None else float(os.environ.get("BRIDGE_TEST_WATCHDOG_S", DEFAULT_SECONDS))
+    )
     token = trio.lowlevel.current_trio_token()
     finished = threading.Event()
 

@@ -1,0 +1,126 @@
+"""trio-asyncio runs asyncio's ready callbacks in batches: a private-API patch of trio-asyncio 0.16.
+
+trio-asyncio's loop runs one asyncio callback per pass of its Trio task (``_main_loop_one``): each
+callback costs a cancel scope, a memory-channel receive and a trip through Trio's scheduler. A mic
+packet is a chain of 3-4 callbacks (the SDK's event, the room's listener, the cloud queue's waiter,
+the gRPC send), so at N=10 that machinery was ~10 % of the bridge's Python samples (py-spy,
+docs/design/lessons.md). The patched pass, after the callback it waited for, goes on with the ones
+already queued (at most ``BATCH``) before it yields to Trio, as asyncio's own loop runs everything
+ready in one iteration.
+
+What it keeps from the original, line for line: timers are handled in due order (a pass ends when
+one is due, and the next pass runs it first); a Trio-side handle (``AsyncHandle``) ends the pass as
+the original would start it; ``stop()``'s ``TrioAsyncioExit`` propagates as before. ``install``
+patches only the pinned version (``PATCHED_VERSION``) and otherwise leaves trio-asyncio as it is;
+tests/unit/test_aio_batching.py fails loudly if the patch stops applying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import math
+from typing import Any
+
+import trio
+import trio_asyncio
+from sniffio import thread_local as sniffio_library
+
+__all__ = ["BATCH", "PATCHED_VERSION", "install", "installed", "uninstall"]
+
+log = logging.getLogger(__name__)
+
+PATCHED_VERSION = "0.16.0"
+BATCH = 64
+"""Callbacks one pass may run by default (``BRIDGE_ASYNCIO_BATCH``): bounds how long Trio's own
+tasks wait behind a burst of them."""
+
+_original: Any = None
+_batch = BATCH
+
+
+async def _main_loop_one(self: Any, no_wait: bool = False) -> None:
+    from trio_asyncio._handles import AsyncHandle
+
+    obj = None
+    if self._timers:
+        timeout = self._timers[0]._when - self.time()
+        if timeout <= 0:
+            obj = heapq.heappop(self._timers)
+    else:
+        timeout = math.inf
+    if obj is None:
+        if no_wait:
+            obj = self._q_recv.receive_nowait()
+        else:
+            with trio.move_on_after(timeout):
+                obj = await self._q_recv.receive()
+            if obj is None:
+                return  # a timer is due: the next pass starts with it
+        if isinstance(obj, asyncio.TimerHandle):
+            heapq.heappush(self._timers, obj)
+            return
+    ran = 0
+    while True:
+        if isinstance(obj, AsyncHandle):
+            # A Trio function to start: as the original, and the pass ends with it.
+            obj._context.run(self._nursery.start_soon, obj._run, name=obj._callback)
+            await obj._started.wait()
+            return
+        if not obj._cancelled:
+            prev_library, sniffio_library.name = sniffio_library.name, "asyncio"
+            try:
+                obj._run()
+            finally:
+                sniffio_library.name = prev_library
+        ran += 1
+        if ran >= _batch:
+            return
+        if self._timers and self._timers[0]._when <= self.time():
+            return  # due timers go before the next queued callback, as in the original
+        try:
+            obj = self._q_recv.receive_nowait()  # taken only to be run in this pass
+        except trio.WouldBlock:
+            return
+        if isinstance(obj, asyncio.TimerHandle):
+            heapq.heappush(self._timers, obj)
+            return
+
+
+def installed() -> bool:
+    from trio_asyncio._base import BaseTrioEventLoop
+
+    return BaseTrioEventLoop._main_loop_one is _main_loop_one
+
+
+def install(batch: int = BATCH) -> bool:
+    """Run up to ``batch`` callbacks per pass (idempotent; 1 = trio-asyncio's own loop). False, with
+    an error logged, on a trio-asyncio other than the pinned one."""
+    global _original, _batch
+    from trio_asyncio._base import BaseTrioEventLoop
+
+    if batch <= 1:
+        uninstall()
+        return False
+    _batch = batch
+    if installed():
+        return True
+    if trio_asyncio.__version__ != PATCHED_VERSION or not hasattr(BaseTrioEventLoop, "_main_loop_one"):
+        log.error(
+            "trio-asyncio %s is not the patched %s: asyncio callbacks run one per Trio pass",
+            trio_asyncio.__version__,
+            PATCHED_VERSION,
+        )
+        return False
+    _original = BaseTrioEventLoop._main_loop_one
+    BaseTrioEventLoop._main_loop_one = _main_loop_one
+    return True
+
+
+def uninstall() -> None:
+    """Back to trio-asyncio's own pass (tests and benchmarks compare the two)."""
+    from trio_asyncio._base import BaseTrioEventLoop
+
+    if _original is not None:
+        BaseTrioEventLoop._main_loop_one = _original
