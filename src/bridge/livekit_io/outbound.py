@@ -99,9 +99,12 @@ class TrackPublisher:
             track = rtc.LocalAudioTrack.create_audio_track(self.name, source)
             options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
             try:
-                publication = await asyncio.wait_for(
-                    self._room.room.local_participant.publish_track(track, options), self._publish_timeout_s
-                )
+                # Not asyncio.wait_for: on Python 3.11, when the publish completes in the same loop
+                # iteration as a cancel, it returns the result and swallows the cancel; this task
+                # then waited below forever and its session never ended (caught by the tests'
+                # watchdog). asyncio.timeout lets the cancel through.
+                async with asyncio.timeout(self._publish_timeout_s):
+                    publication = await self._room.room.local_participant.publish_track(track, options)
             except TimeoutError:
                 self._fail(f"not published within {self._publish_timeout_s:g} s")
                 return

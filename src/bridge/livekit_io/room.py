@@ -236,7 +236,8 @@ class RoomLink:
     async def _connect_in_turn(self, room: rtc.Room, url: str, token: str, options: rtc.RoomOptions) -> None:
         turn = _connect_turn()
         try:
-            await asyncio.wait_for(turn.acquire(), CONNECT_TURN_WAIT_S)
+            async with asyncio.timeout(CONNECT_TURN_WAIT_S):  # not wait_for (outbound.py says why)
+                await turn.acquire()
             holds_turn = True
         except TimeoutError:  # a burst of joins: connect alongside rather than keep this one waiting
             holds_turn = False

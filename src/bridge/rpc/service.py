@@ -2,7 +2,7 @@
 
 Handlers run on grpclib's asyncio side. Each crosses into Trio once per call (``in_trio``); the only
 long-lived call, StreamAudio, then hands its grpclib stream to the session, whose Trio tasks run the
-stream's send and receive loops back on the asyncio side (see cloud_link.py).
+stream's send and receive loops back on the asyncio side (see stream_link.py).
 
 Answers follow the wire contract (../shared/WIRE-CONTRACT.md): malformed requests get a gRPC status,
 join failures answer ``success=false`` + ``error``, LeaveRoom/StopAudio for an unknown user answer
@@ -162,7 +162,8 @@ class LiveKitBridgeService:
     async def stream_audio(self, stream: Stream[AudioChunk, AudioChunk]) -> None:
         timeout = self._state.config.stream_first_message_timeout_s
         try:
-            first: AudioChunk | None = await asyncio.wait_for(stream.recv_message(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancel
+                first: AudioChunk | None = await stream.recv_message()
         except TimeoutError:
             raise GRPCError(
                 Status.INVALID_ARGUMENT, f"no first StreamAudio message (with user_id) within {timeout:g} s"
