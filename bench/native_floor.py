@@ -455,6 +455,7 @@ async def run_try(
     cores: Any,
     out: Path,
     rooms: list[str],
+    show: Any,
 ) -> Row:
     from bench.load.driver import Worker
 
@@ -477,14 +478,11 @@ async def run_try(
         idle_cpu, _, _, idle_s = await _window(worker, proc.pid, args.idle)
         idle_pct = 100 * sum(idle_cpu.values()) / idle_s
         load = load_average().split()[0]
-        sent0 = (await phones.call({"cmd": "mode", "on": True, "size": t.size, "reliable": t.reliable}, 10))[
-            "sent"
-        ]
+        await phones.call({"cmd": "mode", "on": True, "size": t.size, "reliable": t.reliable}, 10)
         await asyncio.sleep(args.warmup)
         sent_w0 = (await phones.call({"cmd": "count"}, 10))["sent"]
         cpu, packets, nbytes, seconds = await _window(worker, proc.pid, args.seconds)
         sent_w1 = (await phones.call({"cmd": "count"}, 10))["sent"]
-        del sent0
         tokio = sum(n for name, n in thread_names(proc.pid).items() if name.startswith("tokio-rt-worker"))
         row = Row(
             t.name,
@@ -562,11 +560,15 @@ async def run(args: argparse.Namespace, lk: Any, children: Children) -> int:
         print(HEAD, flush=True)
         baseline: Row | None = None
         for t in tries:
-            row = await run_try(t, args, lk, children, phones, cores, out, rooms)
+
+            def show(row: Row, t: Try = t) -> None:
+                nonlocal baseline
+                if t.name == "baseline":
+                    baseline = row
+                print(format_row(row, baseline) + ("   (diagnostic)" if t.diagnostic else ""), flush=True)
+
+            row = await run_try(t, args, lk, children, phones, cores, out, rooms, show)
             rows.append(row)
-            if t.name == "baseline":
-                baseline = row
-            print(format_row(row, baseline) + ("   (diagnostic)" if t.diagnostic else ""), flush=True)
             if row.census:
                 print_census(row, row.census.get("room_event:data_packet_received", row.received))
         with contextlib.suppress(Exception):
