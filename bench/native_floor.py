@@ -64,6 +64,9 @@ class Try:
     reliable: bool = False
     diagnostic: bool = False
     """Its CPU includes the census itself: not a candidate."""
+    sink_warning: bool = False
+    """Load the SDK's native library patched so libwebrtc's log sink starts at LS_WARNING (see
+    ``sink_warning_library``), through the SDK's own ``LIVEKIT_LIB_PATH``."""
 
 
 TRIES = (
@@ -92,13 +95,71 @@ TRIES = (
         ffi_filter=True,
     ),
     Try(
+        "sink-warning",
+        "the SDK's .so with libwebrtc's log sink at LS_WARNING, not LS_VERBOSE (LIVEKIT_LIB_PATH)",
+        sink_warning=True,
+    ),
+    Try(
+        "sink-warning+no-capture",
+        "sink at LS_WARNING, capture_logs=False and narrow_to_own_events",
+        env={CAPTURE_ENV: "0"},
+        ffi_filter=True,
+        sink_warning=True,
+    ),
+    Try(
         "log-census",
         "baseline, counting FFI events and log records (diagnostic)",
         env={CENSUS_ENV: "1"},
         diagnostic=True,
     ),
+    Try(
+        "sink-warning-census",
+        "sink at LS_WARNING, counting FFI events and log records (diagnostic)",
+        env={CENSUS_ENV: "1"},
+        diagnostic=True,
+        sink_warning=True,
+    ),
 )
 BY_NAME = {t.name: t for t in TRIES}
+
+
+# --------------------------------------------------------------------------------------------
+# the SDK change, tried without rebuilding the SDK
+# --------------------------------------------------------------------------------------------
+
+SDK_LIBRARY_SHA256 = "b0e3b91dcf42b486045b6acca4863b132e3c4d114d5701b5759c7661c04ea1eb"
+"""liblivekit_ffi.so of the livekit 1.2.1 wheel (manylinux x86_64; its native core says v0.13.2)."""
+SINK_CALL_OFFSET = 0x1142345
+"""File offset of the end of webrtc-sys's ``LogSink::LogSink``: ``mov %rbx,%rdi; xor %esi,%esi;
+pop %rbx`` then a tail call of ``webrtc::LogMessage::AddLogToStream(this, LS_VERBOSE)``."""
+SINK_ORIGINAL = bytes.fromhex("4889df31f65b")
+SINK_PATCHED = bytes.fromhex("535f6a025e5b")
+"""``push %rbx; pop %rdi; push $2; pop %rsi; pop %rbx``: the same call with LS_WARNING (2)."""
+PATCH_CACHE = Path.home() / ".cache" / "livekit-bridge" / "native-floor"
+
+
+def sink_warning_library() -> Path | None:
+    """A copy of the SDK's native library whose libwebrtc log sink is added at LS_WARNING instead of
+    LS_VERBOSE (webrtc-sys ``src/webrtc.cpp`` ``LogSink::LogSink``): the change the SDK would make,
+    as a 6-byte patch of the wheel's binary, written under ~/.cache (never into the checkout).
+    None if the installed library is not the one this patch was written for."""
+    import hashlib
+    import importlib.resources
+
+    source = Path(str(importlib.resources.files("livekit.rtc.resources") / "liblivekit_ffi.so"))
+    data = bytearray(source.read_bytes())
+    if hashlib.sha256(data).hexdigest() != SDK_LIBRARY_SHA256:
+        return None
+    if data[SINK_CALL_OFFSET : SINK_CALL_OFFSET + len(SINK_ORIGINAL)] != SINK_ORIGINAL:
+        return None
+    data[SINK_CALL_OFFSET : SINK_CALL_OFFSET + len(SINK_PATCHED)] = SINK_PATCHED
+    target = PATCH_CACHE / f"liblivekit_ffi-{SDK_LIBRARY_SHA256[:12]}-sink-warning.so"
+    if not target.exists() or target.read_bytes() != data:
+        PATCH_CACHE.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".partial")
+        partial.write_bytes(data)
+        partial.replace(target)
+    return target
 
 
 # --------------------------------------------------------------------------------------------
@@ -460,6 +521,13 @@ async def run_try(
     from bench.load.driver import Worker
 
     env = {**os.environ, **t.env}
+    if t.sink_warning:
+        library = sink_warning_library()
+        if library is None:
+            raise RuntimeError(
+                "the installed livekit native library is not the one the patch was written for"
+            )
+        env["LIVEKIT_LIB_PATH"] = str(library)
     log = out / f"receiver-{t.name}.log"
     proc = await children.spawn(
         module_argv(MODULE, "receiver"), cores=cores[0] if cores else None, env=env, log_path=log, pipes=True
@@ -496,6 +564,7 @@ async def run_try(
             load,
             connected["narrowed"],
         )
+        show(row)
         if t.name == "baseline" and (args.perf > 0 or args.py_spy > 0):
             await _profile(proc.pid, args.perf, out, args)
         if t.diagnostic:
@@ -537,6 +606,9 @@ async def run(args: argparse.Namespace, lk: Any, children: Children) -> int:
         print(f"receiver pinned to core {sorted(cores[0])}; phones + this driver to core {sorted(cores[1])}")
     print(f"load average at start: {load_average()}", flush=True)
     tries = [BY_NAME[name] for name in args.tries.split(",") if name]
+    if any(t.sink_warning for t in tries) and sink_warning_library() is None:
+        print("NOTE: the installed livekit native library is not livekit 1.2.1's: sink-warning tries skipped")
+        tries = [t for t in tries if not t.sink_warning]
     run_id = uuid.uuid4().hex[:6]
     rooms = [f"floor-{run_id}-{i}" for i in range(args.n)]
     assert lk.process is not None
