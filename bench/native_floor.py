@@ -577,6 +577,40 @@ async def run_try(
     return row
 
 
+def print_medians(rows: list[Row]) -> None:
+    """One row per try: each figure the median of its rounds; ratio = median total ÷ baseline's."""
+    import statistics
+
+    print(f"\n== medians over the rounds (µs per packet) ==\n{HEAD}")
+    base_total: float | None = None
+    for name in dict.fromkeys(row.name for row in rows):
+        mine = [row for row in rows if row.name == name and row.received]
+        if not mine:
+            continue
+        per = {g: statistics.median(r.per_packet_us(r.cpu[g]) for r in mine) for g in GROUPS}
+        total = statistics.median(r.per_packet_us(r.total) for r in mine)
+        if name == "baseline":
+            base_total = total
+        ratio = total / base_total if base_total else float("nan")
+        net = statistics.median(r.net_us for r in mine)
+        groups = " ".join(f"{per[g]:>{w}.0f}" for g, w in zip(GROUPS, (7, 6, 6, 6), strict=True))
+        sent = int(statistics.median(r.sent for r in mine))
+        received = int(statistics.median(r.received for r in mine))
+        idle = statistics.median(r.idle_cpu_pct for r in mine)
+        print(
+            f"{name:<22} {sent:>6} {received:>6} {total:>7.0f} {net:>6.0f} {groups}"
+            f" {idle:>6.2f} {mine[0].tokio_threads:>6} {ratio:>6.2f}  {len(mine)} rounds"
+        )
+
+
+def pin_all_threads(pid: int, cores: set[int]) -> None:
+    """Pin every thread of ``pid`` (threads it starts later inherit it): for the LiveKit server,
+    which bridge.testing.devserver starts itself, so it stays off the receiver's core."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(tid), cores)
+
+
 def print_census(row: Row, packets_total: int) -> None:
     census = row.census
     print(f"\n  census ({row.name}), over the receiver's whole life, {packets_total} packets received:")
@@ -603,7 +637,12 @@ async def run(args: argparse.Namespace, lk: Any, children: Children) -> int:
         print("WARNING: fewer than 2 cores: nothing pinned")
     else:
         os.sched_setaffinity(0, cores[1])
-        print(f"receiver pinned to core {sorted(cores[0])}; phones + this driver to core {sorted(cores[1])}")
+        assert lk.process is not None
+        pin_all_threads(lk.process.pid, cores[1])
+        print(
+            f"receiver pinned to core {sorted(cores[0])}; phones, this driver and the LiveKit server "
+            f"to core {sorted(cores[1])}"
+        )
     print(f"load average at start: {load_average()}", flush=True)
     tries = [BY_NAME[name] for name in args.tries.split(",") if name]
     if any(t.sink_warning for t in tries) and sink_warning_library() is None:
@@ -631,23 +670,28 @@ async def run(args: argparse.Namespace, lk: Any, children: Children) -> int:
         )
         print(HEAD, flush=True)
         baseline: Row | None = None
-        for t in tries:
+        for round_ in range(args.rounds):
+            if args.rounds > 1:
+                print(f"-- round {round_ + 1} of {args.rounds}", flush=True)
+            for t in tries:
 
-            def show(row: Row, t: Try = t) -> None:
-                nonlocal baseline
-                if t.name == "baseline":
-                    baseline = row
-                print(format_row(row, baseline) + ("   (diagnostic)" if t.diagnostic else ""), flush=True)
+                def show(row: Row, t: Try = t) -> None:
+                    nonlocal baseline
+                    if t.name == "baseline":
+                        baseline = row
+                    print(format_row(row, baseline) + ("   (diagnostic)" if t.diagnostic else ""), flush=True)
 
-            row = await run_try(t, args, lk, children, phones, cores, out, rooms, show)
-            rows.append(row)
-            if row.census:
-                print_census(row, row.census.get("room_event:data_packet_received", row.received))
+                row = await run_try(t, args, lk, children, phones, cores, out, rooms, show)
+                rows.append(row)
+                if row.census:
+                    print_census(row, row.census.get("room_event:data_packet_received", row.received))
         with contextlib.suppress(Exception):
             await phones.call({"cmd": "quit"}, 20)
     finally:
         await children.close()
         await children.disarm(watchdog)
+    if args.rounds > 1:
+        print_medians(rows)
     print(f"\nload average at end: {load_average()}")
     print("\n  " + "\n  ".join(f"{t.name:<22} {t.what}" for t in tries))
     print(f"logs: {out}")
@@ -664,6 +708,7 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=3.0, help="idle window per try (phones silent)")
     parser.add_argument("--warmup", type=float, default=2.0, help="traffic before each window")
     parser.add_argument("--settle", type=float, default=1.0, help="after the rooms connected, before idle")
+    parser.add_argument("--rounds", type=int, default=1, help="run the list of tries this many times")
     parser.add_argument(
         "--tries", default=",".join(t.name for t in TRIES), help="comma-separated (see --list)"
     )
@@ -681,6 +726,8 @@ def main() -> int:
     unknown = [name for name in args.tries.split(",") if name and name not in BY_NAME]
     if unknown:
         parser.error(f"unknown tries {unknown}; see --list")
+    if not 1 <= args.rounds <= 10:
+        parser.error("--rounds must be in [1, 10]")
     if not 1 <= args.n <= 60:
         parser.error("--n must be in [1, 60]")
     if not 0 < args.seconds <= 600 or not 0 < args.idle <= 60:
