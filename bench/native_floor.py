@@ -565,7 +565,7 @@ async def run_try(
             connected["narrowed"],
         )
         show(row)
-        if t.name == "baseline" and (args.perf > 0 or args.py_spy > 0):
+        if t.name == args.profile_try and (args.perf > 0 or args.py_spy > 0):
             await _profile(proc.pid, args.perf, out, args)
         if t.diagnostic:
             row.census = (await worker.call({"cmd": "census"}, 10))["census"]
@@ -712,10 +712,13 @@ def main() -> int:
     parser.add_argument(
         "--tries", default=",".join(t.name for t in TRIES), help="comma-separated (see --list)"
     )
-    parser.add_argument("--perf", type=float, default=0.0, help="perf record the baseline for this many s")
     parser.add_argument(
-        "--py-spy", type=float, default=0.0, help="py-spy --native the baseline for this many s"
+        "--perf", type=float, default=0.0, help="perf record the --profile-try try for this many s"
     )
+    parser.add_argument(
+        "--py-spy", type=float, default=0.0, help="py-spy --native the --profile-try try for this many s"
+    )
+    parser.add_argument("--profile-try", default="baseline", help="the try --perf / --py-spy profile")
     parser.add_argument("--list", action="store_true", help="print the tries and exit")
     parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results"))
     args = parser.parse_args()
