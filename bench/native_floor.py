@@ -32,11 +32,16 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bench.lib import REPO_ROOT, Children, load_average, module_argv, pick_cores
+# Only these two bench modules at the top: the receiver and the phones run from this module, and
+# bench.lib imports the bridge, which imports trio-asyncio, which installs its event loop policy:
+# asyncio.run() would then run them on trio-asyncio's loop, not plain asyncio.
 from bench.load.threads import GROUPS, cpu_by_group
 from bench.load.traffic import HEADER, PCM_BYTES, PERIOD_S
+
+if TYPE_CHECKING:
+    from bench.lib import Children
 
 MODULE = "bench.native_floor"
 CAPTURE_ENV = "NATIVE_FLOOR_LOG_CAPTURE"
@@ -248,6 +253,22 @@ def _patch_ffi(capture: bool, census: Counter[str] | None) -> None:
     _ffi_client.get_ffi_lib = get_ffi_lib
 
 
+def _bridge_ffi_filter() -> Any:
+    """The bridge's ``livekit_io/ffi_filter.py`` (it imports only the SDK), loaded from its file:
+    importing it as ``bridge.livekit_io.ffi_filter`` would run the bridge package's imports, and
+    with them trio-asyncio's."""
+    import importlib.util
+
+    package = importlib.util.find_spec("bridge")
+    assert package is not None and package.submodule_search_locations
+    path = Path(next(iter(package.submodule_search_locations))) / "livekit_io" / "ffi_filter.py"
+    spec = importlib.util.spec_from_file_location("native_floor_ffi_filter", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 async def _receiver_main() -> None:
     census: Counter[str] | None = Counter() if os.environ.get(CENSUS_ENV) == "1" else None
     capture = os.environ.get(CAPTURE_ENV, "1") != "0"
@@ -268,7 +289,8 @@ async def _receiver_main() -> None:
         totals["bytes"] += len(packet.data)
 
     async def hello(_command: dict[str, Any]) -> dict[str, Any]:
-        return {"pid": os.getpid()}
+        loop = type(asyncio.get_running_loop())
+        return {"pid": os.getpid(), "loop": f"{loop.__module__}.{loop.__name__}"}
 
     async def connect(command: dict[str, Any]) -> dict[str, Any]:
         started = time.monotonic()
@@ -285,10 +307,13 @@ async def _receiver_main() -> None:
             await asyncio.wait_for(room.connect(command["url"], token, options), 30)
             rooms.append(room)
             if command["ffi_filter"]:
-                from bridge.livekit_io.ffi_filter import narrow_to_own_events
-
-                narrowed += narrow_to_own_events(room)
-        return {"connected": len(rooms), "narrowed": narrowed, "connect_s": time.monotonic() - started}
+                narrowed += _bridge_ffi_filter().narrow_to_own_events(room)
+        return {
+            "connected": len(rooms),
+            "narrowed": narrowed,
+            "connect_s": time.monotonic() - started,
+            "trio_asyncio": "trio_asyncio" in sys.modules,
+        }
 
     async def count(_command: dict[str, Any]) -> dict[str, Any]:
         return dict(totals)
@@ -518,6 +543,7 @@ async def run_try(
     rooms: list[str],
     show: Any,
 ) -> Row:
+    from bench.lib import load_average, module_argv
     from bench.load.driver import Worker
 
     env = {**os.environ, **t.env}
@@ -535,13 +561,21 @@ async def run_try(
     worker = Worker(f"receiver {t.name}", proc, log)
     try:
         await phones.call({"cmd": "mode", "on": False}, 10)
-        await worker.call({"cmd": "hello"}, 60)
+        loop = (await worker.call({"cmd": "hello"}, 60))["loop"]
+        if not loop.startswith("asyncio."):
+            raise RuntimeError(f"the receiver runs on {loop}, not plain asyncio")
         tokens = [lk.token(f"floor-{i}", room) for i, room in enumerate(rooms)]
         connect = {
             "cmd": "connect", "url": lk.url, "tokens": tokens, "rtc": t.rtc, "single_pc": t.single_pc,
             "auto_subscribe": t.auto_subscribe, "ffi_filter": t.ffi_filter,
         }  # fmt: skip
         connected = await worker.call(connect, 30 + 5 * len(rooms))
+        if connected["trio_asyncio"]:
+            raise RuntimeError("trio_asyncio was imported into the receiver")
+        if t.ffi_filter and connected["narrowed"] != len(rooms):
+            raise RuntimeError(
+                f"narrow_to_own_events applied to {connected['narrowed']} of {len(rooms)} rooms"
+            )
         await asyncio.sleep(args.settle)
         idle_cpu, _, _, idle_s = await _window(worker, proc.pid, args.idle)
         idle_pct = 100 * sum(idle_cpu.values()) / idle_s
@@ -628,6 +662,7 @@ def print_census(row: Row, packets_total: int) -> None:
 
 
 async def run(args: argparse.Namespace, lk: Any, children: Children) -> int:
+    from bench.lib import load_average, module_argv, pick_cores
     from bench.load.driver import Worker
 
     out = Path(args.out) / f"native-floor-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -720,7 +755,7 @@ def main() -> int:
     )
     parser.add_argument("--profile-try", default="baseline", help="the try --perf / --py-spy profile")
     parser.add_argument("--list", action="store_true", help="print the tries and exit")
-    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results"))
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args()
     if args.list:
         for t in TRIES:
@@ -735,6 +770,7 @@ def main() -> int:
         parser.error("--n must be in [1, 60]")
     if not 0 < args.seconds <= 600 or not 0 < args.idle <= 60:
         parser.error("--seconds must be in (0, 600], --idle in (0, 60]")
+    from bench.lib import Children
     from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
 
     ensure_server_binary(log=lambda message: print(message, file=sys.stderr))
