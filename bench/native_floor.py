@@ -105,6 +105,12 @@ TRIES = (
         sink_warning=True,
     ),
     Try(
+        "sink-warning-1600",
+        "sink at LS_WARNING, 1600 B packets: what is left per byte",
+        size=PCM_BYTES // 2,
+        sink_warning=True,
+    ),
+    Try(
         "sink-warning+no-capture",
         "sink at LS_WARNING, capture_logs=False and narrow_to_own_events",
         env={CAPTURE_ENV: "0"},
