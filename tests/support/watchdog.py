@@ -8,8 +8,10 @@ stack, and exits the process with a distinct code.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -48,6 +50,21 @@ def task_tree() -> str:
     return "\n".join(lines)
 
 
+def _kill_children() -> None:
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == me:
+            with contextlib.suppress(OSError):
+                os.kill(int(entry), signal.SIGKILL)
+
+
 @contextmanager
 def watchdog(test_name: str, seconds: float | None = None) -> Iterator[None]:
     """Watch the enclosed part of a test (call from inside the Trio run)."""
@@ -80,6 +97,7 @@ def watchdog(test_name: str, seconds: float | None = None) -> Iterator[None]:
         out.flush()
         faulthandler.dump_traceback(file=out, all_threads=True)
         out.flush()
+        _kill_children()  # fixture teardown will not run: no LiveKit server left behind
         os._exit(EXIT_CODE)
 
     thread = threading.Thread(target=bark, name=f"watchdog {test_name}", daemon=True)

@@ -13,6 +13,7 @@ TESTS = Path(__file__).resolve().parents[1]
 
 HANGING = textwrap.dedent(
     """
+    import subprocess
     import trio
     from support.watchdog import watchdog
 
@@ -21,6 +22,8 @@ HANGING = textwrap.dedent(
             await trio.sleep_forever()
 
     async def main():
+        child = subprocess.Popen(["sleep", "60"])  # as a LiveKit server a fixture started
+        print(child.pid, flush=True)
         with watchdog("the hanging test", seconds=1.0):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(cleanup_that_never_returns)
@@ -45,3 +48,13 @@ def test_a_hang_inside_a_shield_is_dumped_and_ends_the_process() -> None:
     assert "the hanging test still running after 1 s" in done.stderr
     assert "in cleanup_that_never_returns" in done.stderr  # the Trio task and the frame it waits in
     assert "*** threads:" in done.stderr
+    child = int(done.stdout.split()[0])
+    assert not _alive(child), "the test's child process was left running"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
