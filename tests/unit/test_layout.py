@@ -71,3 +71,21 @@ def test_no_import_circles_in_the_package() -> None:
     for name in graph:
         graph[name] = {m for m in graph[name] if not (name.startswith(m + ".") and m in graph)}
     assert _cycles(graph) == []
+
+
+def test_no_asyncio_wait_for_outside_the_test_tooling() -> None:
+    """On 3.11 ``asyncio.wait_for`` can swallow the one cancel trio-asyncio delivers and leave a
+    session's teardown waiting forever (livekit_io/outbound.py): ``asyncio.timeout`` instead."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if "_gen" in path.parts or "testing" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr == "wait_for"
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "asyncio"
+            ):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert not found, found
