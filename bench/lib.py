@@ -419,6 +419,8 @@ async def start_bridge(
         **(settings or {}),
     }
     env.pop("LIVEKIT_GRPC_SOCKET", None)
+    if os.environ.get("BENCH_BRIDGE_SRC"):  # another checkout's bridge, for before/after runs
+        env["PYTHONPATH"] = os.environ["BENCH_BRIDGE_SRC"]
     proc = await children.spawn([sys.executable, "-m", "bridge"], cores=cores, env=env, log_path=log_path)
     channel = Channel("127.0.0.1", port)
     bridge = BridgeProcess(proc, port, channel, LiveKitBridgeStub(channel), log_path, children)
