@@ -25,15 +25,19 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from grpclib.client import Channel
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge._gen.mentra.livekit.bridge import HealthCheckRequest, HealthCheckResponse, LiveKitBridgeStub
+
+if TYPE_CHECKING:
+    from bridge.testing.devserver import LocalLiveKitServer
 
 __all__ = [
     "HEAP_KINDS",
@@ -50,6 +54,7 @@ __all__ = [
     "percentiles",
     "pick_cores",
     "rss_mib",
+    "run_with_local_livekit",
     "scrape_memory_and_backlog",
     "start_bridge",
     "tail",
@@ -397,6 +402,26 @@ class BridgeProcess:
         """SIGTERM (graceful shutdown), SIGKILL after 15 s. Returns the exit code."""
         self.channel.close()
         return await self.children.stop(self.proc, grace_s=15.0)
+
+
+def run_with_local_livekit(run: Callable[[LocalLiveKitServer, Children], Awaitable[int]]) -> int:
+    """A benchmark's ``main`` around ``run(livekit_server, children)``: the LiveKit server built if
+    needed and started on loopback (before ``run`` pins this process, so the server's threads stay
+    unpinned), ``run`` on asyncio, and every process stopped at the end, on Ctrl-C and errors too."""
+    from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
+
+    ensure_server_binary(log=lambda message: print(message, file=sys.stderr))
+    children = Children()
+    lk = LocalLiveKitServer()
+    try:
+        lk.start()
+        return asyncio.run(run(lk, children))
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping every process", file=sys.stderr)
+        return 130
+    finally:
+        children.kill_all_now()
+        lk.close()
 
 
 async def start_bridge(

@@ -776,21 +776,9 @@ def main() -> int:
         parser.error("--n must be in [1, 60]")
     if not 0 < args.seconds <= 600 or not 0 < args.idle <= 60:
         parser.error("--seconds must be in (0, 600], --idle in (0, 60]")
-    from bench.lib import Children
-    from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
+    from bench.lib import run_with_local_livekit
 
-    ensure_server_binary(log=lambda message: print(message, file=sys.stderr))
-    children = Children()
-    lk = LocalLiveKitServer()
-    try:
-        lk.start()
-        return asyncio.run(run(args, lk, children))
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopping every process", file=sys.stderr)
-        return 130
-    finally:
-        children.kill_all_now()
-        lk.close()
+    return run_with_local_livekit(lambda lk, children: run(args, lk, children))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ end the tables of the whole sweep, the JSON, the PNG and the logs (see bench/REA
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -17,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.lib import REPO_ROOT, Children, load_average, pick_cores
+from bench.lib import REPO_ROOT, Children, load_average, pick_cores, run_with_local_livekit
 from bench.load.driver import check_floor_configuration, run_point
 from bench.load.gobuild import ensure_built
 from bench.load.report import (
@@ -28,7 +27,7 @@ from bench.load.report import (
     point_ratios,
     warnings_for,
 )
-from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
+from bridge.testing.devserver import LocalLiveKitServer
 
 
 async def run(args: argparse.Namespace, lk: LocalLiveKitServer, children: Children) -> int:
@@ -116,18 +115,8 @@ def main() -> int:
 
     check_floor_configuration()
     ensure_built()  # the Go receiver (and the Go phones): go build on first use, before any server starts
-    ensure_server_binary(log=lambda message: print(message, file=sys.stderr))
-    children = Children()
-    lk = LocalLiveKitServer()
-    try:
-        lk.start()  # before this process pins itself: the server's threads stay unpinned
-        return asyncio.run(run(args, lk, children))
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopping every process", file=sys.stderr)
-        return 130
-    finally:
-        children.kill_all_now()
-        lk.close()
+    # The LiveKit server starts before run() pins this process: its threads stay unpinned.
+    return run_with_local_livekit(lambda lk, children: run(args, lk, children))
 
 
 if __name__ == "__main__":
