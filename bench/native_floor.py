@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 # bench.lib imports the bridge, which imports trio-asyncio, which installs its event loop policy:
 # asyncio.run() would then run them on trio-asyncio's loop, not plain asyncio.
 from bench.load.threads import GROUPS, cpu_by_group
-from bench.load.traffic import HEADER, PCM_BYTES, PERIOD_S
+from bench.load.traffic import HEADER, PCM_BYTES, PERIOD_S, noise_body, ticks
 
 if TYPE_CHECKING:
     from bench.lib import Children
@@ -345,7 +345,6 @@ async def _receiver_main() -> None:
 
 
 async def _phones_main() -> None:
-    import numpy as np
     from livekit import rtc
 
     from bench.load.workers import _serve_commands
@@ -357,17 +356,11 @@ async def _phones_main() -> None:
 
     async def send(index: int, room: rtc.Room, to: str, start: float) -> None:
         loop = asyncio.get_running_loop()
-        rng = np.random.default_rng(index)
-        noise = rng.integers(-3000, 3000, PCM_BYTES // 2, dtype=np.int16).tobytes()[HEADER.size :]
-        counter = 0
-        while True:
-            target = start + counter * PERIOD_S
-            delay = target - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -PERIOD_S:
+        noise = noise_body(index)
+        async for tick, due in ticks(start):
+            if loop.time() - due > PERIOD_S:
                 totals["late"] += 1
-            counter += 1
+            counter = tick + 1
             if not mode["on"]:
                 continue
             size = int(mode["size"])

@@ -39,18 +39,32 @@ def silence_chunk(rate: int) -> bytes:
     return bytes(2 * (rate // 10))
 
 
+def noise_body(index: int) -> bytes:
+    """The PCM after the header of phone ``index``'s packets: seeded noise, the same every run."""
+    noise = np.random.default_rng(index).integers(-3000, 3000, PCM_BYTES // 2, dtype=np.int16)
+    return noise.tobytes()[HEADER.size :]
+
+
+async def ticks(start: float, period: float = PERIOD_S) -> AsyncIterator[tuple[int, float]]:
+    """``(counter, due time)`` every ``period`` from ``start`` (loop time), sleeping until each is due;
+    a late tick comes at once, and the schedule does not shift: senders keep their cadence."""
+    loop = asyncio.get_running_loop()
+    counter = 0
+    while True:
+        due = start + counter * period
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        yield counter, due
+        counter += 1
+
+
 async def talkback_slots(start: float, mode: str, tone_ns: list[int]) -> AsyncIterator[bool]:
     """The talkback schedule both sides follow (bridge via the cloud client, floor directly): every
     100 ms from ``start`` (loop time) it yields whether to send the tone burst (once a second) or
     silence; in ``bursts`` mode it skips the silent slots. Burst send times go into ``tone_ns``."""
-    loop = asyncio.get_running_loop()
-    counter = 0
-    while True:
-        delay = start + counter * PERIOD_S - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    async for counter, _due in ticks(start):
         is_tone = counter % TONE_EVERY == 0
-        counter += 1
         if not is_tone and mode == "bursts":
             continue  # nothing between bursts: the queue runs empty, as between utterances
         if is_tone:

@@ -30,7 +30,15 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 
-from bench.load.traffic import HEADER, PCM_BYTES, PERIOD_S, silence_chunk, talkback_slots, tone_chunk
+from bench.load.traffic import (
+    HEADER,
+    PERIOD_S,
+    noise_body,
+    silence_chunk,
+    talkback_slots,
+    ticks,
+    tone_chunk,
+)
 
 ONSET_THRESHOLD = 4000
 """Peak (of int16 full scale) above which a received 10 ms frame counts as tone."""
@@ -151,16 +159,10 @@ class Phones:
     async def _send(self, phone: Phone, start: float) -> None:
         assert phone.room is not None
         loop = asyncio.get_running_loop()
-        noise = np.random.default_rng(phone.index).integers(-3000, 3000, PCM_BYTES // 2, dtype=np.int16)
-        body = noise.tobytes()[HEADER.size :]
+        body = noise_body(phone.index)
         participant = phone.room.local_participant
-        counter = 0
-        while True:
-            target = start + counter * PERIOD_S
-            delay = target - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            lag = loop.time() - target
+        async for counter, due in ticks(start):
+            lag = loop.time() - due
             now = time.time_ns()
             packet = bytes([counter & 0xFF]) + HEADER.pack(now, phone.index, counter) + body
             try:
@@ -169,7 +171,6 @@ class Phones:
                 phone.errors += 1
             phone.sent_ns.append(now)
             phone.lag_ms.append(lag * 1000)
-            counter += 1
 
     def _subscribed(self, phone: Phone, track: rtc.Track, publication: Any, participant: Any) -> None:
         if track.kind != rtc.TrackKind.KIND_AUDIO:
