@@ -9,11 +9,35 @@ would shadow tests/conftest.py for the main suite's `from conftest import ...`.
 from __future__ import annotations
 
 import os
+import random
+import socket
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+
+_handed_out: set[int] = set()
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A free loopback port below Linux's ephemeral range (32768+), as bridge.testing.devserver
+    picks them: a port the kernel hands out for port 0 can be taken by an outgoing connection (a
+    proxy's health checks, a client) before a server started later binds it. Distinct from every
+    port handed out before in this process."""
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randint(20000, 32000)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise AssertionError("no free port")
 
 
 def deploy_env(name: str) -> str:

@@ -3,7 +3,6 @@ runs here), and its LiveKit config started with the real livekit-server on loopb
 
 from __future__ import annotations
 
-import random
 import socket
 import subprocess
 import time
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import REPO, deploy_env
+from deploy_support import REPO, deploy_env, free_port
 
 COMPOSE = REPO / "deploy/compose/docker-compose.yml"
 
@@ -80,21 +79,6 @@ def test_the_checker_really_validates(tmp_path: Path) -> None:
     assert "imagee" in result.stderr
 
 
-def _free_port(kind: int) -> int:
-    """A free loopback port below Linux's ephemeral range (32768+), where an outgoing connection can
-    take a port between this check and the server's bind (as bridge.testing.devserver does)."""
-    rng = random.Random()
-    for _ in range(100):
-        port = rng.randint(20000, 32000)
-        with socket.socket(socket.AF_INET, kind) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port")
-
-
 def test_livekit_config_starts_the_real_server(installed_venv: Path, tmp_path: Path) -> None:
     """The compose file's livekit.yaml, with its ports moved to free ones and bound to loopback."""
     binary = (
@@ -113,12 +97,12 @@ def test_livekit_config_starts_the_real_server(installed_venv: Path, tmp_path: P
         .splitlines()[-1]
     )
     config = yaml.safe_load((REPO / "deploy/compose/livekit.yaml").read_text())
-    port = _free_port(socket.SOCK_STREAM)
+    port = free_port(socket.SOCK_STREAM)
     config["port"] = port
     config["bind_addresses"] = ["127.0.0.1"]
     config["rtc"].update(
-        tcp_port=_free_port(socket.SOCK_STREAM),
-        udp_port=_free_port(socket.SOCK_DGRAM),
+        tcp_port=free_port(socket.SOCK_STREAM),
+        udp_port=free_port(socket.SOCK_DGRAM),
         node_ip="127.0.0.1",
         ips={"includes": ["127.0.0.0/8"]},
     )

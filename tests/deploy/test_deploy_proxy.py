@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from deploy_support import REPO
+from deploy_support import REPO, free_port
 from test_deploy_chart import CI_VALUES, Manifest, is_proxy, rendered, rendered_all, values_of
 
 SHIPPED_CONFIG = REPO / "deploy/haproxy/haproxy.cfg"
@@ -165,12 +165,6 @@ def test_proxy_objects_fit_together(values: str) -> None:
 # ------------------------------------------------------------------------------------------------
 # The rendered configuration, run by the real HAProxy
 # ------------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
