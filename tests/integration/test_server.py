@@ -18,6 +18,9 @@ from grpclib.health.v1.health_pb2 import HealthCheckRequest as GrpcHealthCheckRe
 from grpclib.health.v1.health_pb2 import HealthCheckResponse as GrpcHealthCheckResponse
 from grpclib.reflection.v1.reflection_grpc import ServerReflectionStub
 from grpclib.reflection.v1.reflection_pb2 import ServerReflectionRequest
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import ConnectionTerminated, ResponseReceived, TrailersReceived
 from trio_asyncio import aio_as_trio
 
 from bridge import serve
@@ -164,6 +167,55 @@ async def test_shutdown_flips_health_to_not_serving_before_sessions_close(aio_lo
                     seen.append(await aio_as_trio(_health)(bridge.channel, SERVICE))
             bridge.channel.close()
         assert seen == [GrpcHealthCheckResponse.NOT_SERVING], seen  # at once, while sessions close
+
+
+async def _streams_before_the_settings_ack(address: str, count: int) -> tuple[list[str], bool]:
+    """A raw HTTP/2 client that opens ``count`` StreamAudio calls (each closed at once, with no message)
+    before it acknowledges the server's SETTINGS, as any client may; returns each call's grpc-status and
+    whether the server ended the connection."""
+    host, port = address.rsplit(":", 1)
+    client = H2Connection(H2Configuration(client_side=True))
+    client.initiate_connection()
+    headers = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/mentra.livekit.bridge.LiveKitBridge/StreamAudio"),
+        (":authority", address),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]
+    for _ in range(count):
+        client.send_headers(client.get_next_available_stream_id(), headers, end_stream=True)
+    statuses: list[str] = []
+    terminated = False
+    async with await trio.open_tcp_stream(host, int(port)) as connection:
+        await connection.send_all(client.data_to_send())  # every HEADERS frame before our SETTINGS ACK
+        while len(statuses) < count and not terminated:
+            data = await connection.receive_some()
+            if not data:
+                terminated = True
+                break
+            for event in client.receive_data(data):
+                if isinstance(event, TrailersReceived | ResponseReceived):
+                    statuses.extend(value.decode() for name, value in event.headers if name == b"grpc-status")
+                terminated |= isinstance(event, ConnectionTerminated)
+            await connection.send_all(client.data_to_send())
+    return statuses, terminated
+
+
+async def test_streams_opened_before_the_client_acknowledges_the_settings_are_served(  # type: ignore[no-untyped-def]
+    aio_loop, livekit_server
+) -> None:
+    """h2 enforces its default of 100 streams until the client acknowledges the raised limit, and ends
+    the whole connection (every user's calls on it) when a stream exceeds it. A client that opens its
+    calls on a fresh connection without waiting for the server's SETTINGS, as HTTP/2 allows, hit that."""
+    from conftest import running_bridge
+
+    with trio.fail_after(30):
+        async with running_bridge(livekit_server) as bridge:
+            statuses, terminated = await _streams_before_the_settings_ack(bridge.state.address, 150)
+    assert not terminated
+    assert statuses == ["0"] * 150, statuses
 
 
 async def _silent_streams(channel: Channel, count: int, opened: trio.Event, statuses: list[object]) -> None:

@@ -2,7 +2,11 @@
 
 - **Streams per connection.** h2 advertises MAX_CONCURRENT_STREAMS = 100 and grpclib does not change
   it, so a cloud that keeps one StreamAudio per user on one connection would see its 101st call wait
-  forever. The bridge advertises ``BRIDGE_MAX_STREAMS_PER_CONNECTION`` instead.
+  forever. The bridge advertises ``BRIDGE_MAX_STREAMS_PER_CONNECTION`` instead, in its first SETTINGS
+  frame and in force from the start: h2 applies a raised limit only once the client acknowledges it,
+  and treats a stream over the limit as an error of the whole connection, so a client that opened
+  more than 100 calls on a fresh connection before reading the server's SETTINGS (HTTP/2 allows it)
+  lost every call on that connection.
 - **Message size.** grpclib reads a message's declared length and then buffers that many bytes
   (acknowledging flow control as it goes), so one call could make the process hold gigabytes. Here a
   message longer than ``BRIDGE_MAX_MESSAGE_BYTES`` ends its call with RESOURCE_EXHAUSTED before any of
@@ -30,9 +34,11 @@ from grpclib.config import Configuration
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.health.service import Health
-from grpclib.protocol import H2Protocol
+from grpclib.protocol import Connection, EventsProcessor, H2Protocol, _set_nodelay
 from grpclib.server import Handler, Server
-from h2.settings import SettingCodes
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.settings import SettingCodes, Settings
 
 from .codec import BridgeCodec
 
@@ -44,16 +50,42 @@ _DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """For grpclib servers in this process that are not a BridgeServer (gRPC's own default)."""
 
 
+def _server_h2_connection(config: H2Configuration, max_streams: int) -> H2Connection:
+    """An h2 server connection whose stream limit is ``max_streams`` from its first frame on."""
+    h2_conn = H2Connection(config=config)
+    # Its settings as h2 builds them, but for the limit: a value set later would wait for the ACK.
+    h2_conn.local_settings = Settings(
+        client=False,
+        initial_values={
+            SettingCodes.MAX_CONCURRENT_STREAMS: max_streams,
+            SettingCodes.MAX_HEADER_LIST_SIZE: H2Connection.DEFAULT_MAX_HEADER_LIST_SIZE,
+        },
+    )
+    return h2_conn
+
+
 class _Protocol(H2Protocol):
     max_streams = 100
     max_message_bytes = _DEFAULT_MAX_MESSAGE_BYTES
 
     def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
+        """grpclib 0.4's H2Protocol.connection_made, with the bridge's own h2 connection."""
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            _set_nodelay(sock)
+        h2_conn = _server_h2_connection(self.h2_config, self.max_streams)
+        h2_conn.initiate_connection()
+        initial = h2_conn.local_settings.initial_window_size
+        if self.config.http2_connection_window_size != initial:
+            h2_conn.increment_flow_control_window(self.config.http2_connection_window_size - initial)
+        if self.config.http2_stream_window_size != initial:
+            h2_conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: self.config.http2_stream_window_size})
+        self.connection = Connection(h2_conn, transport, config=self.config)
         # Read by _bounded_recv_message: the limit travels with the connection, not a global.
         self.connection.max_message_bytes = self.max_message_bytes  # type: ignore[attr-defined]
-        self.connection._connection.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams})
         self.connection.flush()
+        self.connection.initialize()
+        self.processor = EventsProcessor(self.handler, self.connection)
 
 
 _DISCARD_CHUNK_BYTES = 64 * 1024
