@@ -404,6 +404,14 @@ class BridgeProcess:
         return await self.children.stop(self.proc, grace_s=15.0)
 
 
+def pin_all_threads(pid: int, cores: set[int]) -> None:
+    """Pin every thread of ``pid`` (threads it starts later inherit it): for the LiveKit server,
+    which bridge.testing.devserver starts itself, so it stays off the measured core."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(tid), cores)
+
+
 def run_with_local_livekit(run: Callable[[LocalLiveKitServer, Children], Awaitable[int]]) -> int:
     """A benchmark's ``main`` around ``run(livekit_server, children)``: the LiveKit server built if
     needed and started on loopback (before ``run`` pins this process, so the server's threads stay

@@ -636,14 +636,6 @@ def print_medians(rows: list[Row]) -> None:
         )
 
 
-def pin_all_threads(pid: int, cores: set[int]) -> None:
-    """Pin every thread of ``pid`` (threads it starts later inherit it): for the LiveKit server,
-    which bridge.testing.devserver starts itself, so it stays off the receiver's core."""
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(int(tid), cores)
-
-
 def print_census(row: Row, packets_total: int) -> None:
     census = row.census
     print(f"\n  census ({row.name}), over the receiver's whole life, {packets_total} packets received:")
@@ -661,7 +653,7 @@ def print_census(row: Row, packets_total: int) -> None:
 
 
 async def run(args: argparse.Namespace, lk: Any, children: Children) -> int:
-    from bench.lib import load_average, module_argv, pick_cores
+    from bench.lib import load_average, module_argv, pick_cores, pin_all_threads
     from bench.load.driver import Worker
 
     out = Path(args.out) / f"native-floor-{time.strftime('%Y%m%d-%H%M%S')}"

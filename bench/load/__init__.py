@@ -4,7 +4,8 @@
 
 Processes (all on 127.0.0.1; every one is killed when this process ends, Ctrl-C included):
 
-- a LiveKit server (bridge.testing.devserver.LocalLiveKitServer), not pinned;
+- a LiveKit server (bridge.testing.devserver.LocalLiveKitServer), pinned to the LOAD core
+  (``--server-core any``: not pinned);
 - the phones, pinned to the LOAD core: N real participants, each sending a lossy data packet every
   100 ms (1 sequence byte + 3200 bytes with a send timestamp). ``--phones go`` (default): the Go
   generator (bench/go ``phones``, server-sdk-go) sends, and a Python process (bench.load.workers

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.lib import REPO_ROOT, Children, load_average, pick_cores, run_with_local_livekit
+from bench.lib import REPO_ROOT, Children, load_average, pick_cores, pin_all_threads, run_with_local_livekit
 from bench.load.driver import check_floor_configuration, run_point
 from bench.load.gobuild import ensure_built
 from bench.load.report import (
@@ -42,9 +42,16 @@ async def run(args: argparse.Namespace, lk: LocalLiveKitServer, children: Childr
     else:
         # This process is the cloud client: it shares the load core with the phones.
         os.sched_setaffinity(0, cores[1])
+        server_place = "unpinned"
+        if args.server_core == "load":
+            # Unpinned, the server's threads also ran on the measured core: at N=20 it took 35 % of a
+            # core there as the last point of a sweep (20 % alone), queueing the side being measured.
+            assert lk.process is not None
+            pin_all_threads(lk.process.pid, cores[1])
+            server_place = f"core {sorted(cores[1])}"
         print(
             f"bridge / Python floor / Go receiver (one after another) pinned to core {sorted(cores[0])}; "
-            f"{args.phones} phones + cloud client to core {sorted(cores[1])}"
+            f"{args.phones} phones + cloud client to core {sorted(cores[1])}; LiveKit server {server_place}"
         )
     print(f"load average before: {load_average()}  (other work on the machine makes every figure noisier)")
     points = []
@@ -65,7 +72,9 @@ async def run(args: argparse.Namespace, lk: LocalLiveKitServer, children: Childr
         "when": stamp,
         "machine": {
             "cpus": os.cpu_count(),
-            "pinned": None if cores is None else {"bridge": sorted(cores[0]), "load": sorted(cores[1])},
+            "pinned": None
+            if cores is None
+            else {"bridge": sorted(cores[0]), "load": sorted(cores[1]), "livekit_server": args.server_core},
             "load_average_after": load_average(),
             "python": platform.python_version(),
         },
@@ -103,6 +112,12 @@ def main() -> int:
         default="go",
         help="the phone generator: Go (server-sdk-go; phones that listen to talkback stay Python) or Python",
     )
+    parser.add_argument(
+        "--server-core",
+        choices=("load", "any"),
+        default="load",
+        help="the LiveKit server's threads: on the load core (default), or wherever the kernel puts them",
+    )
     parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results"))
     args = parser.parse_args()
     if not 0 <= args.talkback <= 1:
@@ -115,7 +130,7 @@ def main() -> int:
 
     check_floor_configuration()
     ensure_built()  # the Go receiver (and the Go phones): go build on first use, before any server starts
-    # The LiveKit server starts before run() pins this process: its threads stay unpinned.
+    # The LiveKit server starts before run() pins this process, which then places the server's threads.
     return run_with_local_livekit(lambda lk, children: run(args, lk, children))
 
 
