@@ -45,7 +45,8 @@ class StreamResampler:
         self._soxr: soxr.ResampleStream | None = (
             None
             if in_rate == out_rate
-            else soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality=quality)
+            # float32, not int16: soxr's int16 output is dithered (see _to_int16).
+            else soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality=quality)
         )
 
     @property
@@ -66,13 +67,13 @@ class StreamResampler:
         _check_mono_int16(samples)
         if self._soxr is None:
             return samples
-        return _as_int16(self._soxr.resample_chunk(np.ascontiguousarray(samples)))
+        return _to_int16(self._soxr.resample_chunk(samples.astype(np.float32) * _TO_FLOAT))
 
     def flush(self) -> npt.NDArray[np.int16]:
         """End the stream: return the held-back tail and reset for a new stream."""
         if self._soxr is None:
             return np.zeros(0, dtype=np.int16)
-        tail = _as_int16(self._soxr.resample_chunk(np.zeros(0, dtype=np.int16), last=True))
+        tail = _to_int16(self._soxr.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
         # soxr refuses input after `last=True`; clearing keeps the object usable (and is cheaper than a
         # new one, which would rebuild the filter).
         self._soxr.clear()
@@ -96,6 +97,16 @@ def _check_mono_int16(samples: npt.NDArray[np.int16]) -> None:
         )
 
 
-def _as_int16(result: object) -> npt.NDArray[np.int16]:
-    # soxr ships no type information; this keeps the Any from leaking into callers.
-    return np.asarray(result, dtype=np.int16)
+_TO_FLOAT = np.float32(1 / 32768)
+
+
+def _to_int16(result: object) -> npt.NDArray[np.int16]:
+    """soxr's float output as int16, rounded and clipped, without dither.
+
+    soxr's own int16 output adds TPDF dither: digital silence came out as +-1 noise on a fifth of its
+    samples. Phones heard a noise floor where the cloud sent silence, and Opus, which encodes digital
+    silence almost for free, encoded the noise: a talkback track's encoder thread cost ~4x the
+    floor's in bench.load (docs/design/lessons.md, "Audio").
+    """
+    samples = np.rint(np.asarray(result, dtype=np.float32) * np.float32(32768))
+    return np.clip(samples, -32768, 32767).astype(np.int16)

@@ -54,8 +54,8 @@ def test_piece_boundaries_do_not_change_the_output() -> None:
     in_pieces = resample_in_pieces(StreamResampler(48_000, 16_000), tone)
 
     assert len(in_pieces) == len(at_once)
-    # soxr's int16 output rounding differs by an LSB or two with the block layout; a click would be
-    # thousands.
+    # soxr's float arithmetic differs in the last bits with the block layout, which rounding can turn
+    # into an LSB; a click would be thousands.
     assert np.abs(in_pieces.astype(np.int32) - at_once).max() <= 4
 
 
@@ -65,8 +65,23 @@ def test_resampler_is_reusable_after_flush() -> None:
     first = resample_in_pieces(resampler, tone)
     second = resample_in_pieces(resampler, tone)
     assert len(first) == len(second)
-    # Not bit-identical: soxr's int16 output rounding differs by an LSB or two between runs.
-    assert np.abs(first.astype(np.int32) - second).max() <= 4
+    np.testing.assert_array_equal(first, second)  # no dither: the same input gives the same output
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), [(16_000, 48_000), (48_000, 16_000), (44_100, 48_000)])
+def test_digital_silence_stays_digital_silence(in_rate: int, out_rate: int) -> None:
+    """soxr's int16 output is dithered: silence came out as +-1 noise, which phones heard and which
+    kept Opus from encoding silence cheaply. A tone's tail also ends in exact zeros."""
+    silence = np.zeros(in_rate, dtype=np.int16)
+    resampler = StreamResampler(in_rate, out_rate)
+
+    assert not np.any(resample_in_pieces(resampler, silence))
+
+    tone_then_silence = np.concatenate((sine(1000, seconds=0.1, rate=in_rate), silence))
+    out = resample_in_pieces(resampler, tone_then_silence)
+    after_the_tail = out[int(0.2 * out_rate) :]  # the tone and the filter's few ms of ringing
+    assert len(after_the_tail) > out_rate // 2
+    assert not np.any(after_the_tail)
 
 
 def test_equal_rates_pass_samples_through_untouched() -> None:
