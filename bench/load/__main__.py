@@ -103,6 +103,13 @@ def main() -> int:
         default="continuous",
         help="between the once-a-second tone bursts: 100 ms chunks of silence, or nothing",
     )
+    parser.add_argument(
+        "--joins-at-once",
+        type=int,
+        default=4,
+        help="JoinRoom calls the cloud client has open at once (rooms that connect together may gather "
+        "ICE candidates again: more descriptors per session)",
+    )
     parser.add_argument("--warmup", type=float, default=3.0, help="steady traffic before each window")
     parser.add_argument("--settle", type=float, default=2.0, help="idle time before the idle readings")
     parser.add_argument("--drain", type=float, default=1.5, help="wait for late packets after a window")
@@ -122,6 +129,8 @@ def main() -> int:
     args = parser.parse_args()
     if not 0 <= args.talkback <= 1:
         parser.error("--talkback is a share between 0 and 1")
+    if not 1 <= args.joins_at_once <= 200:
+        parser.error("--joins-at-once takes 1 to 200")
     if args.seconds <= 0 or args.seconds > 3600:
         parser.error("--seconds must be in (0, 3600]")
     sweep = [int(x) for x in args.sweep.split(",") if x.strip()]

@@ -209,7 +209,7 @@ async def run_bridge_side(point: Point) -> dict[str, Any]:
         idle_health = await bridge.settled_health()
         idle = await measure_idle(bridge.pid)
 
-        gate = asyncio.Semaphore(4)
+        gate = asyncio.Semaphore(args.joins_at_once)
 
         async def join(session: CloudSession) -> None:
             async with gate:
