@@ -66,14 +66,16 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """The checkout: children run from here, so ``python -m bench.…`` finds this package."""
 
-# Runs in the child before exec: pin to the given cores, die with the parent (PR_SET_PDEATHSIG = 1),
-# and give up if the parent already died between fork and prctl. Affinity and the death signal both
-# survive exec, and every thread the program starts later inherits the affinity.
+# Runs in the child before exec: pin to the given cores, back to the default scheduling priority (a
+# benchmark may raise its own), die with the parent (PR_SET_PDEATHSIG = 1), and give up if the parent
+# already died between fork and prctl. Affinity, priority and the death signal all survive exec, and
+# every thread the program starts later inherits them.
 _TRAMPOLINE = (
     "import ctypes, os, signal, sys\n"
     "cores = {int(c) for c in sys.argv[1].split(',') if c}\n"
     "if cores:\n"
     "    os.sched_setaffinity(0, cores)\n"
+    "os.setpriority(os.PRIO_PROCESS, 0, 0)\n"
     "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)\n"
     "if os.getppid() != int(sys.argv[2]):\n"
     "    os._exit(1)\n"
