@@ -61,7 +61,9 @@ async def run(args: argparse.Namespace, lk: LocalLiveKitServer, children: Childr
             os.setpriority(os.PRIO_PROCESS, 0, args.cloud_nice)
             print(f"cloud client at nice {args.cloud_nice}")
         except PermissionError:
-            print(f"NOTE: nice {args.cloud_nice} not permitted: the cloud client runs at the default priority")
+            print(
+                f"NOTE: nice {args.cloud_nice} not permitted: the cloud client runs at the default priority"
+            )
     print(f"load average before: {load_average()}  (other work on the machine makes every figure noisier)")
     points = []
     assert lk.process is not None

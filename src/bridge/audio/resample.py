@@ -109,4 +109,5 @@ def _to_int16(result: object) -> npt.NDArray[np.int16]:
     floor's in bench.load (docs/design/lessons.md, "Audio").
     """
     samples = np.rint(np.asarray(result, dtype=np.float32) * np.float32(32768))
-    return np.clip(samples, -32768, 32767).astype(np.int16)
+    rounded: npt.NDArray[np.int16] = np.clip(samples, -32768, 32767).astype(np.int16)
+    return rounded
