@@ -32,11 +32,13 @@ log = logging.getLogger(__name__)
 
 _SDK_CONNECT_ATTEMPTS = 3  # livekit 1.2.1's native connect logs "retrying... (1/3)"
 _SDK_RETRY_SLACK_S = 2.0  # room for its back-off between attempts
-CONNECT_TURN_WAIT_S = 0.1
+CONNECT_TURN_WAIT_S = 0.25
 """How long a room connect waits for the one before it to end (rooms connect one at a time, see
-``rtc_configuration``); after that it connects alongside: a burst costs descriptors, not joins.
-Kept short because failover is a burst: in the pool's rolling restart (tests/pool, 30 users) a 1 s
-wait put the re-joins' mic gap at p99 1.7 s, 0.1 s at 0.67 s."""
+``rtc_configuration``); after that it connects alongside, and a room still gathering gathers again.
+Failover is a burst of joins, so the wait is short; but at 0.1 s, joins four at a time on a busy
+bridge (bench.load, N=20) overlapped and left 5-11 descriptors per session, and those runs cost the
+most CPU. At 0.25 s: 3.6, the bare SDK's figure, and the pool's SIGKILL mic gap p99 300-490 ms
+against 295-395 ms at 0.1 s (tests/pool, 3-4 runs each; docs/design/lessons.md)."""
 
 
 def rtc_configuration() -> rtc.RtcConfiguration:
