@@ -416,8 +416,9 @@ def pin_all_threads(pid: int, cores: set[int]) -> None:
 
 def run_with_local_livekit(run: Callable[[LocalLiveKitServer, Children], Awaitable[int]]) -> int:
     """A benchmark's ``main`` around ``run(livekit_server, children)``: the LiveKit server built if
-    needed and started on loopback (before ``run`` pins this process, so the server's threads stay
-    unpinned), ``run`` on asyncio, and every process stopped at the end, on Ctrl-C and errors too."""
+    needed and started on loopback (before ``run`` pins this process, whose affinity the server's
+    threads would otherwise inherit; ``run`` places them with ``pin_all_threads``), ``run`` on
+    asyncio, and every process stopped at the end, on Ctrl-C and errors too."""
     from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
 
     ensure_server_binary(log=lambda message: print(message, file=sys.stderr))
