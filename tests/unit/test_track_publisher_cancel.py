@@ -1,4 +1,6 @@
-"""A track publisher cancelled just as its publish completes still ends (it hung a session once).
+"""Cancelling a track publisher's work ends it cleanly: its publish, and a capture the SDK still holds.
+
+A track publisher cancelled just as its publish completes still ends (it hung a session once).
 
 On Python 3.11 ``asyncio.wait_for`` returns the result and swallows the cancel when the awaited
 call completes in the same loop iteration as the cancel; the publisher then waited for the session
@@ -11,6 +13,8 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
+import pytest
 import trio
 import trio_asyncio
 
@@ -53,3 +57,72 @@ async def test_a_publisher_cancelled_as_its_track_is_published_ends() -> None:
             ended, calls = await trio_asyncio.aio_as_trio(_cancel_as_the_publish_completes)()
     assert calls == 1
     assert ended, "the publisher swallowed its cancel and kept waiting"
+
+
+# A capture cancelled while the SDK still holds its frame: the next capture on the track must not
+# be refused. The native AudioSource keeps the cancelled capture's completion pending until its
+# queue has drained to the threshold (after a clear(), at its next 10 ms tick) and refuses any
+# capture meanwhile ("failed to capture frame"); a playback replacing an interrupted one on the
+# same track hit that window in CI and ended FAILED.
+
+_RATE = 48000
+
+
+async def _capture_after_a_cancelled_capture(*, clear: bool) -> int:
+    loop = asyncio.get_running_loop()
+    published: asyncio.Future[Any] = loop.create_future()
+    published.set_result(SimpleNamespace(sid="TR_test"))
+    publisher = TrackPublisher(_Room(published), 0, sample_rate=_RATE, queue_ms=200)  # type: ignore[arg-type]
+    runner = loop.create_task(publisher.run())
+    try:
+        # 300 ms against a 200 ms queue: the SDK holds the last 100 ms until the queue drains.
+        first = loop.create_task(publisher.capture(np.zeros(_RATE * 3 // 10, np.int16)))
+        await asyncio.sleep(0.05)
+        assert not first.done()
+        first.cancel()
+        await asyncio.wait({first})
+        if clear:
+            publisher.clear()  # what a stopped playback does
+        assert await publisher.capture(np.zeros(_RATE // 50, np.int16))  # raised before the fix
+        return publisher.frames_published
+    finally:
+        runner.cancel()
+        await asyncio.wait({runner})
+
+
+async def test_a_capture_after_an_interrupted_one_is_accepted() -> None:
+    async with trio_asyncio.open_loop():
+        with trio.fail_after(10):
+            published = await trio_asyncio.aio_as_trio(_capture_after_a_cancelled_capture)(clear=True)
+    assert published == 1
+
+
+async def test_a_capture_after_a_cancelled_one_waits_for_the_queue_and_is_accepted() -> None:
+    async with trio_asyncio.open_loop():
+        with trio.fail_after(10):
+            published = await trio_asyncio.aio_as_trio(_capture_after_a_cancelled_capture)(clear=False)
+    assert published == 1
+
+
+async def _close_with_an_abandoned_capture(*, track_first: bool) -> set[asyncio.Task[Any]]:
+    loop = asyncio.get_running_loop()
+    published: asyncio.Future[Any] = loop.create_future()
+    published.set_result(SimpleNamespace(sid="TR_test"))
+    publisher = TrackPublisher(_Room(published), 0, sample_rate=_RATE, queue_ms=200)  # type: ignore[arg-type]
+    runner = loop.create_task(publisher.run())
+    first = loop.create_task(publisher.capture(np.zeros(_RATE * 3 // 10, np.int16)))
+    await asyncio.sleep(0.05)
+    # The session ends while the SDK holds the frame; either task may see its cancel first.
+    for task in (runner, first) if track_first else (first, runner):
+        task.cancel()
+    await asyncio.wait({first, runner})
+    await asyncio.sleep(0)  # let a cancelled capture task finish
+    return {task for task in asyncio.all_tasks() if task is not asyncio.current_task()}
+
+
+@pytest.mark.parametrize("track_first", [False, True])
+async def test_closing_a_track_ends_a_capture_the_sdk_still_held(track_first: bool) -> None:
+    async with trio_asyncio.open_loop():
+        with trio.fail_after(10):
+            left = await trio_asyncio.aio_as_trio(_close_with_an_abandoned_capture)(track_first=track_first)
+    assert not left, left

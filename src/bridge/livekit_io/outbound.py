@@ -3,7 +3,10 @@
 A track is created on first use and kept until the session ends: republishing per utterance made
 phones lose the first ~100 ms while they re-subscribed (wire contract). Writers (a StreamAudio
 receive loop, playbacks) call ``capture``; a lock makes sure only one ``capture_frame`` runs on the
-AudioSource at a time (the SDK forbids concurrent captures). The AudioSource's own queue
+AudioSource at a time (the SDK refuses a capture while another is in flight, "failed to capture
+frame"). A capture whose caller is cancelled stays in flight in the SDK until its queue has drained
+(after a ``clear``, up to 10 ms; else up to ``queue_ms``), so the next capture waits for it. The
+AudioSource's own queue
 (``queue_ms``) paces every writer: once it holds that much audio, ``capture_frame`` returns only as
 real time passes, so nothing upstream runs ahead of real time by more than that.
 
@@ -55,6 +58,12 @@ def settle_late_playout(source: rtc.AudioSource, seconds: float) -> None:
         source._release_waiter()
 
 
+def _discard_outcome(task: asyncio.Task[None]) -> None:
+    """Nobody awaits an abandoned capture: take its outcome so asyncio does not log it as lost."""
+    if not task.cancelled():
+        task.exception()
+
+
 class TrackPublishError(Exception):
     """The track could not be published; ``str(err)`` says which track and why."""
 
@@ -80,6 +89,8 @@ class TrackPublisher:
         """Why publishing failed, once it has."""
         self._ready = asyncio.Event()
         self._capturing = asyncio.Lock()
+        self._abandoned_capture: asyncio.Task[None] | None = None
+        """A capture whose caller was cancelled, still held by the SDK."""
         self.owner: object | None = None
         """The playback that has the track to itself, if any."""
         self.track_sid = ""
@@ -119,6 +130,8 @@ class TrackPublisher:
             # No unpublish: the session's room disconnect removes every track, and awaiting the
             # server here would only slow teardown down.
             self._source = None
+            if self._abandoned_capture is not None:
+                self._abandoned_capture.cancel()  # a closed source never completes it
             await source.aclose()
 
     def _fail(self, reason: str) -> None:
@@ -159,10 +172,24 @@ class TrackPublisher:
         if self.failure is not None:
             raise TrackPublishError(self.failure)
         async with self._capturing:
-            if self._source is None:
+            if self._abandoned_capture is not None:
+                await asyncio.wait({self._abandoned_capture})
+                self._abandoned_capture = None
+            source = self._source
+            if source is None:
                 raise RuntimeError(f"track {self.name} is closed")
-            settle_late_playout(self._source, len(samples) / self.sample_rate)
-            await self._source.capture_frame(frame)
+            settle_late_playout(source, len(samples) / self.sample_rate)
+            # A task of its own, so that a cancelled caller leaves it running to the SDK's answer.
+            capture = asyncio.get_running_loop().create_task(source.capture_frame(frame))
+            try:
+                await asyncio.shield(capture)
+            except asyncio.CancelledError:
+                capture.add_done_callback(_discard_outcome)
+                if self._source is source:
+                    self._abandoned_capture = capture
+                else:
+                    capture.cancel()  # the track closed meanwhile
+                raise
         self.frames_published += 1
         self.samples_published += len(samples)
         return True
