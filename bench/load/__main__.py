@@ -27,6 +27,7 @@ from bench.load.report import (
     point_ratios,
     warnings_for,
 )
+from bench.native_floor import sink_warning_library
 from bridge.testing.devserver import LocalLiveKitServer
 
 
@@ -143,6 +144,14 @@ def main() -> int:
         default="load",
         help="the LiveKit server's threads: on the load core (default), or wherever the kernel puts them",
     )
+    parser.add_argument(
+        "--sdk-library",
+        choices=("shipped", "sink-warning"),
+        default="shipped",
+        help="the livekit native library of every Python process (bridge, floor, listeners): the wheel's, "
+        "or a copy with libwebrtc's log sink at LS_WARNING (the SDK change bench.native_floor measures; "
+        "it makes the floor cheap enough for N=40 on one core)",
+    )
     parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results"))
     args = parser.parse_args()
     if not 0 <= args.talkback <= 1:
@@ -157,6 +166,15 @@ def main() -> int:
     if not sweep or min(sweep) < 1 or max(sweep) > 200:
         parser.error("--sweep takes session counts between 1 and 200")
 
+    if args.sdk_library == "sink-warning":
+        library = sink_warning_library()
+        if library is None:
+            parser.error(
+                "--sdk-library sink-warning: the installed livekit library is not the one it patches"
+            )
+        # The SDK's own override, read when a process first loads the library: every child inherits it.
+        os.environ["LIVEKIT_LIB_PATH"] = str(library)
+        print(f"every Python process loads {library} (libwebrtc's log sink at LS_WARNING)")
     check_floor_configuration()
     ensure_built()  # the Go receiver (and the Go phones): go build on first use, before any server starts
     # The LiveKit server starts before run() pins this process, which then places the server's threads.

@@ -224,10 +224,12 @@ async def run_bridge_side(point: Point) -> dict[str, Any]:
                 )
             if not response.success:
                 raise RuntimeError(f"JoinRoom {session.user_id} failed: {response.error}")
+            # Its stream at once, as a cloud would: opened only after the last join (40 one at a
+            # time took over 2 s), the first sessions' queues overflowed and q_dropped counted it.
+            streams.append(loop.create_task(session.run(bridge.channel)))
 
-        await asyncio.gather(*(join(s) for s in sessions))
         loop = asyncio.get_running_loop()
-        streams = [loop.create_task(s.run(bridge.channel)) for s in sessions]
+        await asyncio.gather(*(join(s) for s in sessions))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(s.first_audio.wait() for s in sessions)), 20)
         silent = [s.user_id for s in sessions if not s.first_audio.is_set()]
