@@ -5,6 +5,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { BridgeChannel, LiveKitGrpcClient, type LiveKitGrpcClientOptions } from "../../src/index";
+import { describeError } from "../../src/logger";
 import { BridgeProcess } from "./bridge-process";
 import { RoomDriver } from "./room-driver";
 
@@ -61,12 +62,15 @@ export class IntegrationEnv {
 
   /** connect() the way the cloud does: the bridge joins as `bridge-<user>` and listens to `user`. */
   async connect(client: LiveKitGrpcClient, user: string, room: string): Promise<void> {
-    await client.connect({
-      userId: user,
-      roomName: room,
-      token: await this.driver.token(`bridge-${user}`, room),
-      url: this.driver.url,
-    });
+    const token = await this.driver.token(`bridge-${user}`, room);
+    try {
+      await client.connect({ userId: user, roomName: room, token, url: this.driver.url });
+    } catch (err) {
+      // A join these tests expect to succeed failed: the LiveKit server's log says why, from its side
+      // (CI once saw its signal handshake answer 500, with nothing else to go on).
+      const log = await this.driver.serverLog().catch((logErr: unknown) => `<no log: ${String(logErr)}>`);
+      throw new Error(`${describeError(err)}\nLiveKit server, last log lines:\n${log}`, { cause: err });
+    }
   }
 
   async close(): Promise<void> {

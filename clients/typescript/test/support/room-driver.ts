@@ -100,6 +100,11 @@ export class RoomDriver {
     return answer as unknown as T;
   }
 
+  /** The LiveKit server's last log lines: its side of an unexpected failure. */
+  async serverLog(lines = 40): Promise<string> {
+    return (await this.request<{ log: string }>("server_log", { lines })).log;
+  }
+
   async token(identity: string, room: string): Promise<string> {
     return (await this.request<{ token: string }>("token", { identity, room })).token;
   }

@@ -19,6 +19,8 @@ Commands (every one bounded in time; see COMMAND_TIMEOUT_S):
     forget           name                                 drop the recordings so far
     serve_dir        dir                                  a loopback HTTP server for files -> base_url
     disconnect       name
+    server_log       lines                                the LiveKit server's last log lines, tokens
+                     redacted -> log (a test adds them to an unexpected failure: the server's side)
     shutdown                                              everything stops; the process exits
 
 EOF on stdin is a shutdown too, so a test runner that dies takes the driver (and the server) with it.
@@ -42,6 +44,7 @@ import numpy as np
 from livekit import rtc
 
 from bridge.testing.analysis import dominant_frequency
+from bridge.redact import redact
 from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
 
 COMMAND_TIMEOUT_S = 60.0
@@ -199,6 +202,14 @@ class Driver:
         await asyncio.wait_for(room.disconnect(), CONNECT_TIMEOUT_S)
         return {}
 
+    async def server_log(self, lines: int = 40) -> dict[str, Any]:
+        try:
+            text = self.server.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError as err:
+            return {"log": f"<no log: {err}>"}
+        tail = "\n".join(text.splitlines()[-max(1, min(lines, 500)) :])
+        return {"log": redact(tail)}  # the server quotes a rejected token back
+
     async def close(self) -> None:
         for name in list(self.rooms):
             with contextlib.suppress(Exception):
@@ -236,6 +247,7 @@ COMMANDS = {
     "forget",
     "serve_dir",
     "disconnect",
+    "server_log",
 }
 
 
