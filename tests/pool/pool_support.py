@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -40,3 +41,40 @@ def pool_prerequisites() -> None:
             f"{cloud} is missing: build the TypeScript client "
             "(cd clients/typescript && npm ci && npm run build)"
         )
+
+
+def busiest_processes(count: int = 6, interval_s: float = 0.5) -> str:
+    """The processes that used the most CPU over ``interval_s``, from /proc: a failure message's
+    answer to "was something else running?" (a leftover of an earlier run, another job)."""
+
+    def cpu_ticks() -> dict[int, int]:
+        ticks = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    ticks[int(entry)] = int(fields[11]) + int(fields[12])  # utime + stime
+                except (OSError, IndexError, ValueError):
+                    continue
+        return ticks
+
+    before = cpu_ticks()
+    time.sleep(interval_s)
+    after = cpu_ticks()
+    used = sorted(((after[pid] - before.get(pid, 0), pid) for pid in after), reverse=True)[:count]
+    hz = os.sysconf("SC_CLK_TCK")
+    lines = []
+    for ticks, pid in used:
+        if not ticks:
+            break
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = " ".join(f.read().decode(errors="replace").replace("\0", " ").split())[:100]
+            if not command:  # a kernel thread
+                with open(f"/proc/{pid}/comm") as comm:
+                    command = f"[{comm.read().strip()}]"
+        except OSError:
+            command = "?"
+        lines.append(f"{100 * ticks / hz / interval_s:.0f}% pid {pid}: {command}")
+    return "; ".join(lines) or "nothing used the CPU"
