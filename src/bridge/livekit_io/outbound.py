@@ -6,9 +6,9 @@ receive loop, playbacks) call ``capture``; a lock makes sure only one ``capture_
 AudioSource at a time (the SDK refuses a capture while another is in flight, "failed to capture
 frame"). A capture whose caller is cancelled stays in flight in the SDK until its queue has drained
 (after a ``clear``, up to 10 ms; else up to ``queue_ms``), so the next capture waits for it. The
-AudioSource's own queue
-(``queue_ms``) paces every writer: once it holds that much audio, ``capture_frame`` returns only as
-real time passes, so nothing upstream runs ahead of real time by more than that.
+AudioSource's own queue (``queue_ms``) paces every writer: once it holds that much audio,
+``capture_frame`` returns only as real time passes, so nothing upstream runs ahead of real time by
+more than that.
 
 A playback *owns* its track while it plays: cloud PCM for that track is dropped (and counted) rather
 than interleaved with the playback's frames.

@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 
-from bridge.testing.analysis import dominant_frequency
 from bridge.redact import redact
+from bridge.testing.analysis import dominant_frequency
 from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
 
 COMMAND_TIMEOUT_S = 60.0
