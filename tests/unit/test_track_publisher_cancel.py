@@ -68,17 +68,26 @@ async def test_a_publisher_cancelled_as_its_track_is_published_ends() -> None:
 _RATE = 48000
 
 
-async def _capture_after_a_cancelled_capture(*, clear: bool) -> int:
-    loop = asyncio.get_running_loop()
-    published: asyncio.Future[Any] = loop.create_future()
+def _published_track() -> tuple[TrackPublisher, asyncio.Task[None]]:
+    """A publisher whose publish succeeds at once (a real AudioSource behind it), and its run task."""
+    published: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     published.set_result(SimpleNamespace(sid="TR_test"))
     publisher = TrackPublisher(_Room(published), 0, sample_rate=_RATE, queue_ms=200)  # type: ignore[arg-type]
-    runner = loop.create_task(publisher.run())
+    return publisher, asyncio.get_running_loop().create_task(publisher.run())
+
+
+async def _a_capture_the_sdk_holds(publisher: TrackPublisher) -> asyncio.Task[bool]:
+    """300 ms against the 200 ms queue: the SDK holds the last 100 ms until the queue drains."""
+    capture = asyncio.get_running_loop().create_task(publisher.capture(np.zeros(_RATE * 3 // 10, np.int16)))
+    await asyncio.sleep(0.05)
+    assert not capture.done()
+    return capture
+
+
+async def _capture_after_a_cancelled_capture(*, clear: bool) -> int:
+    publisher, runner = _published_track()
     try:
-        # 300 ms against a 200 ms queue: the SDK holds the last 100 ms until the queue drains.
-        first = loop.create_task(publisher.capture(np.zeros(_RATE * 3 // 10, np.int16)))
-        await asyncio.sleep(0.05)
-        assert not first.done()
+        first = await _a_capture_the_sdk_holds(publisher)
         first.cancel()
         await asyncio.wait({first})
         if clear:
@@ -105,13 +114,8 @@ async def test_a_capture_after_a_cancelled_one_waits_for_the_queue_and_is_accept
 
 
 async def _close_with_an_abandoned_capture(*, track_first: bool) -> set[asyncio.Task[Any]]:
-    loop = asyncio.get_running_loop()
-    published: asyncio.Future[Any] = loop.create_future()
-    published.set_result(SimpleNamespace(sid="TR_test"))
-    publisher = TrackPublisher(_Room(published), 0, sample_rate=_RATE, queue_ms=200)  # type: ignore[arg-type]
-    runner = loop.create_task(publisher.run())
-    first = loop.create_task(publisher.capture(np.zeros(_RATE * 3 // 10, np.int16)))
-    await asyncio.sleep(0.05)
+    publisher, runner = _published_track()
+    first = await _a_capture_the_sdk_holds(publisher)
     # The session ends while the SDK holds the frame; either task may see its cancel first.
     for task in (runner, first) if track_first else (first, runner):
         task.cancel()
