@@ -459,6 +459,10 @@ class LocalLiveKitServer:
         """Server stdout+stderr; appended to across restarts."""
         return self._log_path
 
+    def log_tail(self, limit_bytes: int = _LOG_TAIL_BYTES) -> str:
+        """The last ``limit_bytes`` of the log (its first line may be cut), without reading it all."""
+        return _read_tail(self._log_path, limit_bytes)
+
     @property
     def process(self) -> subprocess.Popen[bytes] | None:
         """The current (or last) server process, for tests that inspect it."""
@@ -657,7 +661,7 @@ class LocalLiveKitServer:
             return False
 
     def _start_error(self, message: str) -> DevServerError:
-        return DevServerError(f"{message}; last log lines ({self._log_path}):\n{_read_tail(self._log_path)}")
+        return DevServerError(f"{message}; last log lines ({self._log_path}):\n{self.log_tail()}")
 
 
 def dev_token(

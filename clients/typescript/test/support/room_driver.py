@@ -48,6 +48,7 @@ from bridge.testing.analysis import dominant_frequency
 from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
 
 COMMAND_TIMEOUT_S = 60.0
+SERVER_LOG_TAIL_BYTES = 256 * 1024  # server_log reads no more of the log than this
 CONNECT_TIMEOUT_S = 10.0
 LISTEN_RATE = 48000
 
@@ -203,10 +204,7 @@ class Driver:
         return {}
 
     async def server_log(self, lines: int = 40) -> dict[str, Any]:
-        try:
-            text = self.server.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError as err:
-            return {"log": f"<no log: {err}>"}
+        text = self.server.log_tail(SERVER_LOG_TAIL_BYTES)
         tail = "\n".join(text.splitlines()[-max(1, min(lines, 500)) :])
         return {"log": redact(tail)}  # the server quotes a rejected token back
 
