@@ -365,6 +365,7 @@ class Health:
 class BridgeProcess:
     proc: asyncio.subprocess.Process
     port: int
+    """Its TCP port; 0 when it listens on a unix socket."""
     channel: Channel
     stub: LiveKitBridgeStub
     log_path: Path
@@ -443,9 +444,11 @@ async def start_bridge(
     cores: set[int] | None = None,
     settings: Mapping[str, str] | None = None,
     ready_timeout_s: float = 30.0,
+    unix_socket: Path | None = None,
 ) -> BridgeProcess:
-    """``python -m bridge`` on a free loopback port, pinned to ``cores``; returns once HealthCheck answers."""
-    port = free_port()
+    """``python -m bridge`` on a free loopback port, or on ``unix_socket`` (``LIVEKIT_GRPC_SOCKET``,
+    as beside a cloud instance), pinned to ``cores``; returns once HealthCheck answers."""
+    port = 0 if unix_socket else free_port()
     env = {
         **os.environ,
         "PORT": str(port),
@@ -455,10 +458,12 @@ async def start_bridge(
         **(settings or {}),
     }
     env.pop("LIVEKIT_GRPC_SOCKET", None)
+    if unix_socket:
+        env["LIVEKIT_GRPC_SOCKET"] = str(unix_socket)
     if os.environ.get("BENCH_BRIDGE_SRC"):  # another checkout's bridge, for before/after runs
         env["PYTHONPATH"] = os.environ["BENCH_BRIDGE_SRC"]
     proc = await children.spawn([sys.executable, "-m", "bridge"], cores=cores, env=env, log_path=log_path)
-    channel = Channel("127.0.0.1", port)
+    channel = Channel(path=str(unix_socket)) if unix_socket else Channel("127.0.0.1", port)
     bridge = BridgeProcess(proc, port, channel, LiveKitBridgeStub(channel), log_path, children)
     deadline = time.monotonic() + ready_timeout_s
     while True:

@@ -21,10 +21,13 @@ from bench.load.driver import check_floor_configuration, run_point
 from bench.load.gobuild import ensure_built
 from bench.load.report import (
     add_marginal_rss,
+    format_rounds,
     format_sweep_slopes,
     format_tables,
     plot,
     point_ratios,
+    round_comparisons,
+    rounds_summary,
     warnings_for,
 )
 from bench.native_floor import sink_warning_library
@@ -73,9 +76,11 @@ async def run(args: argparse.Namespace, lk: LocalLiveKitServer, children: Childr
         for n in sweep:
             point = await run_point(n, args, lk, children, cores, logs)
             point["ratios"] = point_ratios(point)
+            point["round_comparisons"] = round_comparisons(point)
+            point["rounds_summary"] = rounds_summary(point["round_comparisons"])
             point["warnings"] = warnings_for(point, cores is not None)
             points.append(point)
-            print(format_tables(points[-1:]), flush=True)
+            print(format_tables(points[-1:]) + format_rounds(points[-1:]), flush=True)
     finally:
         await children.close()
         await children.disarm(watchdog)
@@ -93,7 +98,7 @@ async def run(args: argparse.Namespace, lk: LocalLiveKitServer, children: Childr
         "points": points,
     }
     add_marginal_rss(points)
-    print("\n== summary ==" + format_tables(points) + format_sweep_slopes(points))
+    print("\n== summary ==" + format_tables(points) + format_rounds(points) + format_sweep_slopes(points))
     json_path = out / f"load-{stamp}.json"
     json_path.write_text(json.dumps(report, indent=1))
     png_path = out / f"load-{stamp}.png"
@@ -101,7 +106,8 @@ async def run(args: argparse.Namespace, lk: LocalLiveKitServer, children: Childr
     if plot(points, png_path):
         print(f"PNG:  {png_path}")
     print(f"logs: {logs}")
-    return 1 if any(not p["bridge"]["tasks_back_to_idle"] for p in points) else 0
+    back_to_idle = (r["bridge"]["tasks_back_to_idle"] for p in points for r in p["rounds"])
+    return 0 if all(back_to_idle) else 1
 
 
 def main() -> int:
@@ -152,6 +158,20 @@ def main() -> int:
         "or a copy with libwebrtc's log sink at LS_WARNING (the SDK change bench.native_floor measures; "
         "it makes the floor cheap enough for N=40 on one core)",
     )
+    parser.add_argument(
+        "--cloud-transport",
+        choices=("tcp", "unix"),
+        default="tcp",
+        help="how the cloud client reaches the bridge: loopback TCP (as through a proxy), or a unix "
+        "socket (LIVEKIT_GRPC_SOCKET, as a bridge beside its cloud instance)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="bridge and floor windows per N on the same phones (the Go receiver runs in the first only); "
+        "the floor goes first in even rounds, and the rounds' medians are printed",
+    )
     parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results"))
     args = parser.parse_args()
     if not 0 <= args.talkback <= 1:
@@ -160,6 +180,8 @@ def main() -> int:
         parser.error("--cloud-nice takes -20 to 19")
     if not 1 <= args.joins_at_once <= 200:
         parser.error("--joins-at-once takes 1 to 200")
+    if not 1 <= args.rounds <= 20:
+        parser.error("--rounds takes 1 to 20")
     if args.seconds <= 0 or args.seconds > 3600:
         parser.error("--seconds must be in (0, 3600]")
     sweep = [int(x) for x in args.sweep.split(",") if x.strip()]

@@ -190,16 +190,21 @@ class Point:
 # --------------------------------------------------------------------------------------------
 
 
-async def run_bridge_side(point: Point) -> dict[str, Any]:
+def _log_name(kind: str, n: int, round_: int) -> str:
+    return f"{kind}-n{n}.log" if round_ == 1 else f"{kind}-n{n}-r{round_}.log"
+
+
+async def run_bridge_side(point: Point, round_: int = 1) -> dict[str, Any]:
     args, n = point.args, point.n
     bridge: BridgeProcess = await start_bridge(
         point.children,
         livekit_url=point.livekit.url,
-        log_path=point.logs / f"bridge-n{n}.log",
+        log_path=point.logs / _log_name("bridge", n, round_),
         cores=point.bridge_cores,
         # Sized from its one core the bridge would refuse joins beyond capacity.SESSIONS_PER_CORE (25):
         # the sweep measures past that rule on purpose.
         settings={"BRIDGE_MAX_SESSIONS": str(n)},
+        unix_socket=point.logs / f"bridge-n{n}-r{round_}.sock" if args.cloud_transport == "unix" else None,
     )
     sessions = [CloudSession(i, f"user-{i}", room, i in point.talkback) for i, room in enumerate(point.rooms)]
     streams: list[asyncio.Task[None]] = []
@@ -271,11 +276,11 @@ async def run_bridge_side(point: Point) -> dict[str, Any]:
 RECEIVERS = {"floor": "the Python floor (plain rtc.Room)", "go": "the Go receiver (server-sdk-go)"}
 
 
-async def run_receiver_side(point: Point, kind: str) -> dict[str, Any]:
+async def run_receiver_side(point: Point, kind: str, round_: int = 1) -> dict[str, Any]:
     """The Python floor (``floor``) or the Go receiver (``go``): joins the same rooms on the bridge's
     core, a warm-up and a window of steady traffic; identities ``<kind>-<i>``."""
     args, n = point.args, point.n
-    log_path = point.logs / f"{kind}-n{n}.log"
+    log_path = point.logs / _log_name(kind, n, round_)
     if kind == "floor":
         worker = await spawn_worker(point.children, "floor", point.bridge_cores, log_path)
     else:
@@ -385,6 +390,9 @@ async def run_point(
         for kind, what in RECEIVERS.items():
             print(f"  N={n}: measuring {what} on the same phones…", flush=True)
             sides[kind] = await run_receiver_side(point, kind)
+        rounds = [{"order": ["bridge", "floor"], "bridge": sides["bridge"], "floor": sides["floor"]}]
+        for round_ in range(2, args.rounds + 1):
+            rounds.append(await run_paired_round(point, round_))
         for worker in (phones, listeners):
             if worker is not None:
                 with contextlib.suppress(Exception):
@@ -393,4 +401,22 @@ async def run_point(
         for worker in (listeners, phones):
             if worker is not None:
                 await children.stop(worker.proc, grace_s=5)
-    return {"n": n, "phones": args.phones, "talkback_sessions": len(talkback), **sides}
+    return {"n": n, "phones": args.phones, "talkback_sessions": len(talkback), **sides, "rounds": rounds}
+
+
+async def run_paired_round(point: Point, round_: int) -> dict[str, Any]:
+    """One more bridge window and floor window on the same phones (``--rounds``), the floor first in
+    even rounds: whatever drifts over a point (the server's state, the phones' phases, other work on
+    the machine) then falls on each side equally often, and the rounds' medians compare the two."""
+    order = ["floor", "bridge"] if round_ % 2 == 0 else ["bridge", "floor"]
+    figures: dict[str, Any] = {"order": order}
+    for side in order:
+        print(f"  N={point.n}: round {round_} of {point.args.rounds}: {SIDE_WHAT[side]}…", flush=True)
+        if side == "bridge":
+            figures[side] = await run_bridge_side(point, round_)
+        else:
+            figures[side] = await run_receiver_side(point, side, round_)
+    return figures
+
+
+SIDE_WHAT = {"bridge": "the bridge", **RECEIVERS}

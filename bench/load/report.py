@@ -5,6 +5,7 @@ bench/README.md says what each column means."""
 from __future__ import annotations
 
 import itertools
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ SIDES = ("bridge", "floor", "go")
 REFERENCES = ("floor", "go")
 """What the bridge is compared with: every ratio is bridge ÷ one of these."""
 SIDE_NAMES = {"bridge": "the bridge", "floor": "the Python floor", "go": "the Go receiver"}
+CPU_RATIO_TARGET = 1.15
+P99_ADDED_TARGET_MS = 3.0
+"""#15 item 3: the bridge's CPU per session within this ratio of the floor's, its p99 within this many
+ms above the floor's."""
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -50,6 +55,70 @@ def ratios(bridge: dict[str, Any], reference: dict[str, Any]) -> dict[str, float
 def point_ratios(point: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     """``{"floor": bridge ÷ Python floor, "go": bridge ÷ Go receiver}`` for one point."""
     return {ref: ratios(point["bridge"], point[ref]) for ref in REFERENCES}
+
+
+def round_comparisons(point: dict[str, Any]) -> list[dict[str, Any]]:
+    """Bridge against floor in each paired round of a point (``--rounds``): CPU ratio, p99 added."""
+    compared = []
+    for number, round_ in enumerate(point["rounds"], start=1):
+        b, f = round_["bridge"], round_["floor"]
+        b99, f99 = b["latency_ms"]["p99"], f["latency_ms"]["p99"]
+        compared.append(
+            {
+                "round": number,
+                "order": round_["order"],
+                "cpu_pct_per_session": {
+                    "bridge": b["cpu_pct_per_session"],
+                    "floor": f["cpu_pct_per_session"],
+                },
+                "cpu_ratio": ratio(b["cpu_pct_per_session"], f["cpu_pct_per_session"]),
+                "p99_ms": {"bridge": b99, "floor": f99},
+                "p99_added_ms": None if b99 is None or f99 is None else b99 - f99,
+                "waited_pct": {"bridge": b["cpu_waited_pct"], "floor": f["cpu_waited_pct"]},
+            }
+        )
+    return compared
+
+
+def rounds_summary(compared: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the rounds, and how many rounds met each of #15 item 3's two bounds."""
+    cpu = [c["cpu_ratio"] for c in compared if c["cpu_ratio"] is not None]
+    added = [c["p99_added_ms"] for c in compared if c["p99_added_ms"] is not None]
+    return {
+        "rounds": len(compared),
+        "cpu_ratio_median": statistics.median(cpu) if cpu else None,
+        "p99_added_ms_median": statistics.median(added) if added else None,
+        "cpu_within": sum(r <= CPU_RATIO_TARGET for r in cpu),
+        "p99_within": sum(a <= P99_ADDED_TARGET_MS for a in added),
+    }
+
+
+def format_rounds(points: list[dict[str, Any]]) -> str:
+    """The paired rounds of each point (empty when every point ran one round)."""
+    if all(len(p["rounds"]) < 2 for p in points):
+        return ""
+    lines = [
+        "\npaired rounds, bridge against the Python floor (the floor first in even rounds); #15 item 3:"
+        f" CPU <= {CPU_RATIO_TARGET:.2f}x, p99 <= floor + {P99_ADDED_TARGET_MS:.0f} ms",
+        "    N | round first  | CPU%/s bridge  floor  br/fl | p99 ms bridge  floor  added | waited% br/fl",
+    ]
+    for p in points:
+        for c in p["round_comparisons"]:
+            cpu, p99, waited = c["cpu_pct_per_session"], c["p99_ms"], c["waited_pct"]
+            lines.append(
+                f"{p['n']:5d} | {c['round']:5d} {c['order'][0]:<6} | {_f(cpu['bridge'], 13, 2)}"
+                f"{_f(cpu['floor'], 7, 2)} {_x(c['cpu_ratio'])} |"
+                f" {_f(p99['bridge'], 13)}{_f(p99['floor'], 7)}{_f(c['p99_added_ms'], 7)} |"
+                f" {waited['bridge']:.0f}/{waited['floor']:.0f}"
+            )
+        summary = p["rounds_summary"]
+        lines.append(
+            f"{p['n']:5d} | median of {summary['rounds']}: CPU {_x(summary['cpu_ratio_median']).strip()}"
+            f" (within {CPU_RATIO_TARGET:.2f}x in {summary['cpu_within']}/{summary['rounds']}),"
+            f" p99 added {_f(summary['p99_added_ms_median'], 1).strip()} ms"
+            f" (within +{P99_ADDED_TARGET_MS:.0f} ms in {summary['p99_within']}/{summary['rounds']})"
+        )
+    return "\n" + "\n".join(lines)
 
 
 def warnings_for(point: dict[str, Any], pinned: bool) -> list[str]:
@@ -84,11 +153,13 @@ def warnings_for(point: dict[str, Any], pinned: bool) -> list[str]:
                 " and other processes on that core, e.g. the unpinned LiveKit server): its core was"
                 " oversubscribed, latencies are queueing"
             )
-    if not point["bridge"]["tasks_back_to_idle"]:
-        found.append(
-            "bridge tasks did not return to idle after every session left: "
-            f"idle {point['bridge']['tasks_idle']}, after {point['bridge']['tasks_after_leave']}"
-        )
+    for number, round_ in enumerate(point["rounds"], start=1):
+        bridge = round_["bridge"]
+        if not bridge["tasks_back_to_idle"]:
+            found.append(
+                f"round {number}: bridge tasks did not return to idle after every session left: "
+                f"idle {bridge['tasks_idle']}, after {bridge['tasks_after_leave']}"
+            )
     return found
 
 
