@@ -11,6 +11,7 @@ listening is ignored and counted, never raised into the SDK.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import weakref
@@ -26,7 +27,14 @@ from ..redact import redact
 from .ffi_filter import narrow_to_own_events
 from .pacing import native_memory_gate
 
-__all__ = ["RoomEvent", "RoomLink", "RoomPort", "open_event_channel", "rtc_configuration"]
+__all__ = [
+    "RoomEvent",
+    "RoomLink",
+    "RoomPort",
+    "cheap_to_inspect",
+    "open_event_channel",
+    "rtc_configuration",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,23 @@ Failover is a burst of joins, so the wait is short; but at 0.1 s, joins four at 
 bridge (bench.load, N=20) overlapped and left 5-11 descriptors per session, and those runs cost the
 most CPU. At 0.25 s: 3.6, the bare SDK's figure, and the pool's SIGKILL mic gap p99 300-490 ms
 against 295-395 ms at 0.1 s (tests/pool, 3-4 runs each; docs/design/lessons.md)."""
+
+
+def cheap_to_inspect(method: Callable[..., None]) -> Callable[..., None]:
+    """``method`` as a plain function that carries its signature.
+
+    The SDK's ``EventEmitter.emit`` calls ``inspect.signature`` on every handler for every event (to
+    pass it only as many arguments as it takes). For a bound method that rebuilds the signature each
+    time (~11 µs here); a function with ``__signature__`` answers at once (~1 µs). On the bridge's
+    busiest event, a data packet per phone every 100 ms, that was 8 % of its main thread at N=20.
+    """
+
+    def handler(*args: Any) -> None:
+        method(*args)
+
+    handler.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
+    handler.__qualname__ = getattr(method, "__qualname__", handler.__qualname__)
+    return handler
 
 
 def rtc_configuration() -> rtc.RtcConfiguration:
@@ -139,7 +164,7 @@ class RoomLink:
         """The SDK's connect has begun (not merely waiting for its turn)."""
         self._counted = False
         """This room is in the native-memory gate's count of connected rooms."""
-        self._handlers: dict[str, Callable[..., None]] = {
+        handlers: dict[str, Callable[..., None]] = {
             "data_received": self._handle_data,
             "track_subscribed": self._handle_track_subscribed,
             "track_unsubscribed": self._handle_track_unsubscribed,
@@ -149,6 +174,7 @@ class RoomLink:
             "reconnected": self._handle_reconnected,
             "disconnected": self._handle_disconnected,
         }
+        self._handlers = {event: cheap_to_inspect(handler) for event, handler in handlers.items()}
         self.events_filtered = False
         """Whether the SDK delivers this room only its own events (ffi_filter.py)."""
         self.late_events = 0
