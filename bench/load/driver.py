@@ -5,9 +5,10 @@ For each N the phones connect (one room each) and send for the whole point; the 
 measured idle, gets N sessions, a warm-up and a window of steady traffic, every session leaves and
 it is stopped; then the Python floor (bench.load.workers floor, plain rtc.Rooms) and then the Go
 receiver (bench/go receiver, server-sdk-go) do the same in the same rooms, one after the other on the
-bridge's core. The phones are the Go generator (bench/go phones) plus a Python process for the
-phones that listen to talkback (``--phones go``), or all Python (``--phones python``). What is
-measured and how is bench.load.measure's.
+bridge's core. With ``--rounds`` more bridge and floor windows follow on the same phones, in
+alternating order (``run_paired_round``). The phones are the Go generator (bench/go phones) plus a
+Python process for the phones that listen to talkback (``--phones go``), or all Python (``--phones
+python``). What is measured and how is bench.load.measure's.
 """
 
 from __future__ import annotations
@@ -274,6 +275,7 @@ async def run_bridge_side(point: Point, round_: int = 1) -> dict[str, Any]:
 
 
 RECEIVERS = {"floor": "the Python floor (plain rtc.Room)", "go": "the Go receiver (server-sdk-go)"}
+SIDE_WHAT = {"bridge": "the bridge", **RECEIVERS}
 
 
 async def run_receiver_side(point: Point, kind: str, round_: int = 1) -> dict[str, Any]:
@@ -417,6 +419,3 @@ async def run_paired_round(point: Point, round_: int) -> dict[str, Any]:
         else:
             figures[side] = await run_receiver_side(point, side, round_)
     return figures
-
-
-SIDE_WHAT = {"bridge": "the bridge", **RECEIVERS}
