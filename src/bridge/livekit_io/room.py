@@ -55,7 +55,8 @@ def cheap_to_inspect(method: Callable[..., None]) -> Callable[..., None]:
     The SDK's ``EventEmitter.emit`` calls ``inspect.signature`` on every handler for every event (to
     pass it only as many arguments as it takes). For a bound method that rebuilds the signature each
     time (~11 µs here); a function with ``__signature__`` answers at once (~1 µs). On the bridge's
-    busiest event, a data packet per phone every 100 ms, that was 8 % of its main thread at N=20.
+    busiest event, a data packet per phone every 100 ms, that was 8 % of its main thread at N=20
+    (py-spy).
     """
 
     def handler(*args: Any) -> None:
