@@ -110,8 +110,8 @@ class CloudSession:
     user_id: str
     room: str
     talkback: bool
-    records: list[tuple[int, int, int]] = field(default_factory=list)
-    """(send ns, receive ns, counter) of every chunk received."""
+    records: list[tuple[int, int, int, int]] = field(default_factory=list)
+    """(send ns, receive ns, counter, the bridge's receive ms) of every chunk received."""
     tone_ns: list[int] = field(default_factory=list)
     first_audio: asyncio.Event = field(default_factory=asyncio.Event)
     stream: Any = None
@@ -130,7 +130,7 @@ class CloudSession:
                     pcm = message.pcm_data
                     if len(pcm) >= HEADER.size:
                         sent_ns, _phone, counter = unpack(pcm, 0)
-                        self.records.append((sent_ns, now, counter))
+                        self.records.append((sent_ns, now, counter, message.timestamp_ms))
                     self.first_audio.set()
                 await stream.end()
                 await stream.recv_trailing_metadata()

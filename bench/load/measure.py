@@ -147,7 +147,9 @@ class CloudRecords(Protocol):
     """What the cloud client recorded for one session (bench.load.driver.CloudSession)."""
 
     index: int
-    records: list[tuple[int, int, int]]
+    records: list[tuple[int, int, int, int]]
+    """(send ns, receive ns, counter, AudioChunk.timestamp_ms: the bridge's wall clock when the
+    packet reached its handler, in whole ms)"""
     tone_ns: list[int]
     ended: str
 
@@ -165,12 +167,16 @@ def bridge_figures(
     """The bridge side of a point: ``tasks`` = HealthCheck idle, at N, after every session left;
     ``generator`` = the phones' report (what they sent, their send lag, the onsets they heard)."""
     idle_health, at_n, after = tasks
-    latencies, received = [], {}
+    latencies, to_bridge, bridge_to_cloud, received = [], [], [], {}
     for session in sessions:
         counters = set()
-        for sent_ns, at_ns, counter in session.records:
+        for sent_ns, at_ns, counter, bridge_ms in session.records:
             if window.t0_ns <= sent_ns <= window.t1_ns:
                 latencies.append((at_ns - sent_ns) / 1e6)
+                # Split at the bridge's handler; its stamp is truncated to the ms, so each part is
+                # off by up to 1 ms (in opposite directions), their sum is exact.
+                to_bridge.append(bridge_ms - sent_ns / 1e6)
+                bridge_to_cloud.append(at_ns / 1e6 - bridge_ms)
                 counters.add(counter)
         received[session.index] = len(counters)
     tones = [(s.index, ns) for s in sessions for ns in s.tone_ns if window.t0_ns <= ns <= window.t1_ns]
@@ -200,6 +206,8 @@ def bridge_figures(
         "tasks_after_leave": {"trio": after.trio_tasks, "asyncio": after.asyncio_tasks},
         "tasks_back_to_idle": after.tasks == idle_health.tasks,
         "latency_ms": percentiles(latencies),
+        "latency_to_handler_ms": percentiles(to_bridge),
+        "latency_handler_to_cloud_ms": percentiles(bridge_to_cloud),
         "onset_ms": percentiles(delays),
         "onset_p50_by_session_ms": by_session,
         "tones_sent": len(tones),

@@ -74,6 +74,10 @@ def round_comparisons(point: dict[str, Any]) -> list[dict[str, Any]]:
                 "cpu_ratio": ratio(b["cpu_pct_per_session"], f["cpu_pct_per_session"]),
                 "p99_ms": {"bridge": b99, "floor": f99},
                 "p99_added_ms": None if b99 is None or f99 is None else b99 - f99,
+                "bridge_p99_split_ms": {
+                    "to_handler": b["latency_to_handler_ms"]["p99"],
+                    "handler_to_cloud": b["latency_handler_to_cloud_ms"]["p99"],
+                },
                 "main_thread_pct_per_session": {
                     "bridge": b["thread_cpu_pct_per_session"]["main"],
                     "floor": f["thread_cpu_pct_per_session"]["main"],
@@ -105,17 +109,18 @@ def format_rounds(points: list[dict[str, Any]]) -> str:
         "\npaired rounds, bridge against the Python floor (the floor first in even rounds); #15 item 3:"
         f" CPU <= {CPU_RATIO_TARGET:.2f}x, p99 <= floor + {P99_ADDED_TARGET_MS:.0f} ms",
         "    N | round first  | CPU%/s bridge  floor  br/fl | main thread br/fl |"
-        " p99 ms bridge  floor  added | waited% br/fl",
+        " p99 ms bridge  floor  added | bridge p99 to handler, on to cloud | waited% br/fl",
     ]
     for p in points:
         for c in p["round_comparisons"]:
             cpu, p99, waited = c["cpu_pct_per_session"], c["p99_ms"], c["waited_pct"]
-            main = c["main_thread_pct_per_session"]
+            main, split = c["main_thread_pct_per_session"], c["bridge_p99_split_ms"]
             lines.append(
                 f"{p['n']:5d} | {c['round']:5d} {c['order'][0]:<6} | {_f(cpu['bridge'], 13, 2)}"
                 f"{_f(cpu['floor'], 7, 2)} {_x(c['cpu_ratio'])} |"
                 f" {main['bridge']:9.2f} / {main['floor']:4.2f} |"
                 f" {_f(p99['bridge'], 13)}{_f(p99['floor'], 7)}{_f(c['p99_added_ms'], 7)} |"
+                f" {_f(split['to_handler'], 24)}{_f(split['handler_to_cloud'], 10)} |"
                 f" {waited['bridge']:.0f}/{waited['floor']:.0f}"
             )
         summary = p["rounds_summary"]
