@@ -25,7 +25,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 import trio_asyncio
@@ -72,15 +72,21 @@ class Counter:
         self.calls += 1
 
 
+async def _window(
+    schedule: Schedule, sleep: Callable[[float], Awaitable[object]], rate: float, seconds: float
+) -> Reading:
+    """The loop thread's CPU over ``seconds`` while a thread wakes it ``rate`` times a second."""
+    counter = Counter()
+    start = _thread_cpu()
+    if rate:
+        _send(schedule, rate, seconds, counter)
+    await sleep(seconds + 0.05)
+    return _since(start, counter.calls)
+
+
 def measure_asyncio(rate: float, seconds: float) -> Reading:
     async def main() -> Reading:
-        loop = asyncio.get_running_loop()
-        counter = Counter()
-        start = _thread_cpu()
-        if rate:
-            _send(loop.call_soon_threadsafe, rate, seconds, counter)
-        await asyncio.sleep(seconds + 0.05)
-        return _since(start, counter.calls)
+        return await _window(asyncio.get_running_loop().call_soon_threadsafe, asyncio.sleep, rate, seconds)
 
     # asyncio's own loop: trio_asyncio's import installs its policy, which asyncio.run would use.
     loop = asyncio.SelectorEventLoop()
@@ -92,13 +98,7 @@ def measure_asyncio(rate: float, seconds: float) -> Reading:
 
 def measure_trio(rate: float, seconds: float) -> Reading:
     async def main() -> Reading:
-        token = trio.lowlevel.current_trio_token()
-        counter = Counter()
-        start = _thread_cpu()
-        if rate:
-            _send(token.run_sync_soon, rate, seconds, counter)
-        await trio.sleep(seconds + 0.05)
-        return _since(start, counter.calls)
+        return await _window(trio.lowlevel.current_trio_token().run_sync_soon, trio.sleep, rate, seconds)
 
     return trio.run(main)
 
@@ -106,12 +106,7 @@ def measure_trio(rate: float, seconds: float) -> Reading:
 def measure_trio_asyncio(rate: float, seconds: float, batching: bool) -> Reading:
     async def main() -> Reading:
         async with trio_asyncio.open_loop() as loop:
-            counter = Counter()
-            start = _thread_cpu()
-            if rate:
-                _send(loop.call_soon_threadsafe, rate, seconds, counter)
-            await trio.sleep(seconds + 0.05)
-            return _since(start, counter.calls)
+            return await _window(loop.call_soon_threadsafe, trio.sleep, rate, seconds)
 
     if batching:
         aio_batching.install()
