@@ -20,7 +20,6 @@ import contextlib
 import http.server
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -35,6 +34,7 @@ from grpclib.client import Channel
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge._gen.mentra.livekit.bridge import HealthCheckRequest, HealthCheckResponse, LiveKitBridgeStub
+from bridge.testing.ports import free_port
 
 if TYPE_CHECKING:
     from bridge.testing.devserver import LocalLiveKitServer
@@ -200,13 +200,6 @@ def module_argv(module: str, *args: str) -> list[str]:
     """The command line of a bench module run as a child process (``Children.spawn`` runs it from
     REPO_ROOT, where ``-m`` finds the ``bench`` package)."""
     return [sys.executable, "-m", module, *args]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # --------------------------------------------------------------------------------------------

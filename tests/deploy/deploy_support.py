@@ -8,36 +8,30 @@ would shadow tests/conftest.py for the main suite's `from conftest import ...`.
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import random
-import socket
+import types
 from pathlib import Path
 
 import pytest
 
+__all__ = ["REPO", "deploy_env", "free_port"]
+
 REPO = Path(__file__).resolve().parents[2]
 
-_handed_out: set[int] = set()
+
+def _load_ports_module() -> types.ModuleType:
+    """bridge.testing.ports, loaded from its file: this session does not install the checkout's
+    package (see the module docstring), and that module needs nothing beyond the standard library."""
+    path = REPO / "src" / "bridge" / "testing" / "ports.py"
+    spec = importlib.util.spec_from_file_location("bridge_testing_ports", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A free loopback port below Linux's ephemeral range (32768+), as bridge.testing.devserver
-    picks them: a port the kernel hands out for port 0 can be taken by an outgoing connection (a
-    proxy's health checks, a client) before a server started later binds it. Distinct from every
-    port handed out before in this process."""
-    rng = random.Random()
-    for _ in range(100):
-        port = rng.randint(20000, 32000)
-        if port in _handed_out:
-            continue
-        with socket.socket(socket.AF_INET, kind) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-    raise AssertionError("no free port")
+free_port = _load_ports_module().free_port
 
 
 def deploy_env(name: str) -> str:

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ import yaml
 from trio_asyncio import aio_as_trio
 
 from bridge._gen.mentra.livekit.bridge import JoinRoomRequest, LeaveRoomRequest
+from bridge.testing.ports import free_port
 from conftest import running_bridge
 from support import participants
 from support.flows import join, new_room
@@ -195,12 +195,6 @@ def test_the_rules_pass_promtool_and_fire_only_where_they_should() -> None:
     cases = yaml.safe_load(RULE_TESTS.read_text(encoding="utf-8"))["tests"]
     tested_alerts = {t["alertname"] for case in cases for t in case["alert_rule_test"]}
     assert tested_alerts == {rule["alert"] for rule in alert_rules()}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.livekit

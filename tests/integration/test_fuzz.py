@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ from bridge._gen.mentra.livekit.bridge import (
     StopAudioRequest,
 )
 from bridge.testing.devserver import LocalLiveKitServer
+from bridge.testing.ports import free_port
 
 pytestmark = pytest.mark.livekit
 
@@ -45,12 +45,6 @@ EXPECTED = {Status.OK, Status.INVALID_ARGUMENT, Status.NOT_FOUND}
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 INT32 = st.integers(-(2**31), 2**31 - 1)
 KNOWN = "fuzz-known"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 NO_HOST = st.text(max_size=40).filter(lambda s: "//" not in s)

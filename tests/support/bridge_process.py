@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -28,14 +27,9 @@ from trio_asyncio import aio_as_trio
 
 from bridge._gen.mentra.livekit.bridge import HealthCheckRequest, LiveKitBridgeStub
 from bridge.testing.devserver import LocalLiveKitServer
+from bridge.testing.ports import free_port
 
 __all__ = ["BridgeProcess", "bridge_process", "connect_phone", "free_port", "microphone"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _open_channel(port: int) -> Channel:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.testing.ports import free_port
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["free_port", "scrape"]
 
 
 async def scrape(port: int) -> dict[str, float]:

@@ -28,11 +28,9 @@ import collections
 import contextlib
 import importlib.resources
 import os
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,14 +45,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO
 
+from .ports import LOOPBACK, NoFreePortError, free_ports
+
 LIVEKIT_SERVER_VERSION = "v1.13.5"
 LIVEKIT_SERVER_MODULE = "github.com/livekit/livekit-server/cmd/server"
 
 # Public dev credentials: only ever used for a server bound to loopback.
 DEV_API_KEY = "devkey"
 DEV_API_SECRET = "livekit-bridge-dev-secret-not-for-production-use"
-
-LOOPBACK = "127.0.0.1"
 
 # The server refuses nothing shorter, but logs an error for secrets under 32 characters.
 _MIN_SECRET_LEN = 32
@@ -336,35 +334,6 @@ def render_config(*, port: int, tcp_port: int, udp_port: int, api_key: str, api_
     )
 
 
-# Below Linux's ephemeral range (32768-60999): a port the kernel hands out for port 0 can be taken
-# a moment later by any outgoing connection (the SDK's own, say) before the server binds it.
-_PORT_RANGE = (20000, 32000)
-
-
-def _free_ports(*, tcp: int, udp: int) -> tuple[list[int], list[int]]:
-    """Distinct ports free on 127.0.0.1 right now, outside the ephemeral range. All sockets are
-    held open together, so the ports returned are distinct from each other."""
-    rng = random.SystemRandom()
-    with contextlib.ExitStack() as stack:
-        tcp_ports = [_bind_port(stack, socket.SOCK_STREAM, rng) for _ in range(tcp)]
-        udp_ports = [_bind_port(stack, socket.SOCK_DGRAM, rng) for _ in range(udp)]
-    return tcp_ports, udp_ports
-
-
-def _bind_port(stack: contextlib.ExitStack, kind: socket.SocketKind, rng: random.Random) -> int:
-    for _ in range(200):
-        sock = socket.socket(socket.AF_INET, kind)
-        try:
-            sock.bind((LOOPBACK, rng.randint(*_PORT_RANGE)))
-        except OSError:
-            sock.close()
-            continue
-        stack.enter_context(sock)
-        port: int = sock.getsockname()[1]
-        return port
-    raise DevServerError("no free port found on 127.0.0.1")
-
-
 def _read_tail(path: Path, limit: int = _LOG_TAIL_BYTES) -> str:
     try:
         with path.open("rb") as f:
@@ -494,7 +463,10 @@ class LocalLiveKitServer:
     def _pick_ports(self) -> None:
         """Fill in the ports the caller did not choose with free ones."""
         port, tcp_port, udp_port = self._chosen_ports
-        tcp_free, udp_free = _free_ports(tcp=2, udp=1)
+        try:
+            tcp_free, udp_free = free_ports(tcp=2, udp=1)
+        except NoFreePortError as err:
+            raise DevServerError(str(err)) from None
         self._port = port if port is not None else tcp_free[0]
         self._tcp_port = tcp_port if tcp_port is not None else tcp_free[1]
         self._udp_port = udp_port if udp_port is not None else udp_free[0]

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .devserver import LocalLiveKitServer, ensure_server_binary
+from .ports import free_port
 
 __all__ = [
     "PACKET_INTERVAL_S",
@@ -74,12 +75,6 @@ def find_repo() -> Path:
         if (parent / "deploy" / "haproxy" / "haproxy.cfg").exists():
             return parent
     return Path.cwd()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _http_status(url: str, timeout_s: float = 1.0) -> int | None:
