@@ -313,7 +313,7 @@ async def _receiver_main() -> None:
             await asyncio.wait_for(room.connect(command["url"], token, options), 30)
             rooms.append(room)
             if command["ffi_filter"]:
-                narrowed += _bridge_ffi_filter().narrow_to_own_events(room)
+                narrowed += _bridge_ffi_filter().narrow_to_own_events(room) is not None
         return {
             "connected": len(rooms),
             "narrowed": narrowed,

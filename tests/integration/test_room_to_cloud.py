@@ -14,6 +14,7 @@ from bridge._gen.mentra.livekit.bridge import (
     HealthCheckRequest,
     LeaveRoomRequest,
 )
+from bridge.livekit_io import ffi_filter
 from bridge.session import BridgeSession
 from bridge.testing.cloud import CloudStream
 from support import participants
@@ -79,12 +80,17 @@ async def test_phone_data_packets_arrive_byte_exact_in_order_and_skipped_sequenc
         await aio_as_trio(participants.disconnect)(phone)
 
 
-async def test_a_phone_joining_after_the_bridge_loses_none_of_its_first_seconds(bridge) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("direct_data", [True, False], ids=["direct", "through-the-sdk"])
+async def test_a_phone_joining_after_the_bridge_loses_none_of_its_first_seconds(  # type: ignore[no-untyped-def]
+    bridge, monkeypatch, direct_data
+) -> None:
     """livekit-server announces a data-only phone to the bridge only in its next 3 s batch, and until
     then the SDK delivers the phone's packets without a sender: they were dropped (52 of the first
-    100 at 50 ms, i.e. 2.8 s, on every such join). Now they are held and released in order."""
+    100 at 50 ms, i.e. 2.8 s, on every such join). Now they are held and released in order, whether
+    they pass the SDK's room listener or are taken straight from its events (ffi_filter.py)."""
+    monkeypatch.setattr(ffi_filter, "DIRECT_DATA", direct_data)
     with trio.fail_after(45):
-        user, room = "late-phone-user", new_room()
+        user, room = f"late-phone-user-{direct_data}", new_room()
         baseline = await bridge.census()
         assert (await join(bridge, user, room)).success  # the bridge first: the phone comes later
         cloud = CloudStream(bridge.channel, user)
@@ -103,10 +109,19 @@ async def test_a_phone_joining_after_the_bridge_loses_none_of_its_first_seconds(
             expected = b"".join(packet_payload(1000 + i) for i in indices)
             await wait_until(lambda: len(cloud.pcm) >= len(expected), what="every packet at the cloud")
             assert cloud.pcm == expected
-            assert session.mic.unnamed.released > 0  # the phone really was nameless at first
             assert session.mic.unnamed.expired == 0
             assert session.mic.sequence_totals()["lost"] == 0
-            print(f"held until the phone was named: {session.mic.unnamed.released} of {len(packets)} packets")
+            assert session.mic.unnamed.released > 0  # the phone really was nameless at first
+            direct = session.room.direct_data_packets
+            if direct_data:
+                # Most skip the listener (a packet behind a queued room event goes through it).
+                assert direct >= len(packets) // 2
+            else:
+                assert direct == 0
+            print(
+                f"{direct} of {len(packets)} packets straight from the SDK's events, "
+                f"{session.mic.unnamed.released} held until the phone was named"
+            )
             await aio_as_trio(bridge.stub.leave_room)(LeaveRoomRequest(user_id=user))
         await aio_as_trio(participants.disconnect)(phone)
         await assert_back_to(baseline)

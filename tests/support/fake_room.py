@@ -25,6 +25,7 @@ class FakeRoom:
     participant_id: str = "PA_fake"
     participant_count: int = 2
     pending_events: int = 0
+    direct_data_packets: int = 0
     connect_pending: bool = False
     connected: bool = False
     closed: int = 0

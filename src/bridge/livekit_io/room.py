@@ -24,7 +24,7 @@ from livekit import rtc
 
 from ..errors import RoomConnectError
 from ..redact import redact
-from .ffi_filter import narrow_to_own_events
+from .ffi_filter import RoomDelivery, narrow_to_own_events
 from .pacing import native_memory_gate
 
 __all__ = [
@@ -142,6 +142,8 @@ class RoomPort(Protocol):
     @property
     def pending_events(self) -> int: ...
     @property
+    def direct_data_packets(self) -> int: ...
+    @property
     def room_name(self) -> str: ...
     @property
     def connect_pending(self) -> bool: ...
@@ -176,10 +178,20 @@ class RoomLink:
             "disconnected": self._handle_disconnected,
         }
         self._handlers = {event: cheap_to_inspect(handler) for event, handler in handlers.items()}
-        self.events_filtered = False
-        """Whether the SDK delivers this room only its own events (ffi_filter.py)."""
+        self._delivery: RoomDelivery | None = None
+        """How the SDK delivers this room its events once narrowed to its own (ffi_filter.py)."""
         self.late_events = 0
         """Events that arrived after the session stopped listening (ignored)."""
+
+    @property
+    def events_filtered(self) -> bool:
+        """Whether the SDK delivers this room only its own events (ffi_filter.py)."""
+        return self._delivery is not None
+
+    @property
+    def direct_data_packets(self) -> int:
+        """Data packets that reached the session without the room's listener task (ffi_filter.py)."""
+        return self._delivery.direct if self._delivery is not None else 0
 
     @property
     def room(self) -> rtc.Room:
@@ -260,7 +272,7 @@ class RoomLink:
         self._connecting = None
         self._counted = True
         native_memory_gate().rooms += 1
-        self.events_filtered = narrow_to_own_events(room)
+        self._delivery = narrow_to_own_events(room, self._on_data)
 
     async def _connect_in_turn(self, room: rtc.Room, url: str, token: str, options: rtc.RoomOptions) -> None:
         turn = _connect_turn()
@@ -307,6 +319,8 @@ class RoomLink:
     async def aclose(self) -> None:
         """Unregister every handler, then disconnect. Safe to call more than once."""
         room, self._room = self._room, None
+        if self._delivery is not None:
+            self._delivery.detach()
         if self._counted:
             self._counted = False
             native_memory_gate().rooms -= 1

@@ -9,6 +9,9 @@ the bridge (measured: 52 of 100 packets, 2.8 s); forwarding them at once could p
 participant's audio off as the target's. So they are held here, in order and bounded, and released as
 the named participant's once the SDK names a wanted sender (its first named packet, or its
 ``participant_connected``); what waits longer than ``max_age_ms`` is dropped and counted.
+
+Packets the bridge takes straight from the SDK's events (livekit_io/ffi_filter.py) come the same
+way: the SDK's native side already leaves the sender's identity empty until the announcement.
 """
 
 from __future__ import annotations
