@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import statistics
 import sys
 import time
@@ -128,19 +127,12 @@ def _row(label: str, per: dict[str, float], counts: dict[str, int]) -> str:
 
 
 async def run(args: argparse.Namespace, lk: Any, children: Any) -> int:
-    from bench.lib import load_average, module_argv, pick_cores, pin_all_threads
+    from bench.lib import load_average, module_argv, place_on_load_core
     from bench.load.driver import Worker
 
     out = Path(args.out) / f"direct-data-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    cores = pick_cores()
-    if cores is None:
-        print("WARNING: fewer than 2 cores: nothing pinned")
-    else:
-        os.sched_setaffinity(0, cores[1])
-        assert lk.process is not None
-        pin_all_threads(lk.process.pid, cores[1])
-        print(f"receiver on core {sorted(cores[0])}; phones, driver and LiveKit server on {sorted(cores[1])}")
+    cores = place_on_load_core(lk, "receiver (phones: the load core)")
     print(f"load average at start: {load_average()}", flush=True)
     run_id = uuid.uuid4().hex[:6]
     rooms = [f"direct-{run_id}-{i}" for i in range(args.n)]

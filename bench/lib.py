@@ -53,6 +53,7 @@ __all__ = [
     "module_argv",
     "percentiles",
     "pick_cores",
+    "place_on_load_core",
     "rss_mib",
     "run_with_local_livekit",
     "scrape_memory_and_backlog",
@@ -406,6 +407,23 @@ def pin_all_threads(pid: int, cores: set[int]) -> None:
     for tid in os.listdir(f"/proc/{pid}/task"):
         with contextlib.suppress(OSError):
             os.sched_setaffinity(int(tid), cores)
+
+
+def place_on_load_core(lk: LocalLiveKitServer, measured: str) -> tuple[set[int], set[int]] | None:
+    """``pick_cores``, then this process and the LiveKit server on the load core, said on stdout;
+    ``measured`` names what gets the other core. None (and a warning) with fewer than 2 cores."""
+    cores = pick_cores()
+    if cores is None:
+        print("WARNING: fewer than 2 cores: nothing pinned")
+        return None
+    os.sched_setaffinity(0, cores[1])
+    assert lk.process is not None
+    pin_all_threads(lk.process.pid, cores[1])
+    print(
+        f"{measured} pinned to core {sorted(cores[0])}; "
+        f"this driver and the LiveKit server to {sorted(cores[1])}"
+    )
+    return cores
 
 
 def run_with_local_livekit(run: Callable[[LocalLiveKitServer, Children], Awaitable[int]]) -> int:

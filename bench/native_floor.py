@@ -653,22 +653,12 @@ def print_census(row: Row, packets_total: int) -> None:
 
 
 async def run(args: argparse.Namespace, lk: Any, children: Children) -> int:
-    from bench.lib import load_average, module_argv, pick_cores, pin_all_threads
+    from bench.lib import load_average, module_argv, place_on_load_core
     from bench.load.driver import Worker
 
     out = Path(args.out) / f"native-floor-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    cores = pick_cores()
-    if cores is None:
-        print("WARNING: fewer than 2 cores: nothing pinned")
-    else:
-        os.sched_setaffinity(0, cores[1])
-        assert lk.process is not None
-        pin_all_threads(lk.process.pid, cores[1])
-        print(
-            f"receiver pinned to core {sorted(cores[0])}; phones, this driver and the LiveKit server "
-            f"to core {sorted(cores[1])}"
-        )
+    cores = place_on_load_core(lk, "receiver (phones: the load core)")
     print(f"load average at start: {load_average()}", flush=True)
     tries = [BY_NAME[name] for name in args.tries.split(",") if name]
     if any(t.sink_warning for t in tries) and sink_warning_library() is None:

@@ -178,7 +178,7 @@ async def test_a_drain_moves_a_client_that_asks_make_before_break_and_loses_no_m
                     return list(range(old_ones[-1] + 1, new_ones[0]))
 
                 with trio.move_on_after(10):
-                    while missing() and missing() != seam():
+                    while (lost := missing()) and lost != seam():
                         await trio.sleep(0.02)
                     await trio.sleep(0.5)  # anything still on its way lands before the count
                 lost = missing()

@@ -63,14 +63,21 @@ def _data_event(payload: ctypes.Array[ctypes.c_char], handle_id: int, identity: 
     return event
 
 
+def _delivery(
+    loop: asyncio.AbstractEventLoop,
+) -> tuple[asyncio.Queue[ffi_pb2.FfiEvent], list[tuple[bytes, str]], RoomDelivery]:
+    """A room's delivery on ``loop``: its listener's queue, what the session got, the delivery."""
+    listener: asyncio.Queue[ffi_pb2.FfiEvent] = asyncio.Queue()
+    received: list[tuple[bytes, str]] = []
+    return listener, received, RoomDelivery(loop, listener, lambda data, who: received.append((data, who)))
+
+
 def test_a_data_packet_with_nothing_queued_before_it_goes_straight_to_the_session(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     handles = _Handles()
     monkeypatch.setattr(ffi_filter, "_FfiHandle", handles)
     loop = asyncio.new_event_loop()
     try:
-        listener: asyncio.Queue[ffi_pb2.FfiEvent] = asyncio.Queue()
-        received: list[tuple[bytes, str]] = []
-        delivery = RoomDelivery(loop, listener, lambda data, who: received.append((data, who)))
+        listener, received, delivery = _delivery(loop)
         buffers = [
             ctypes.create_string_buffer(b"\x01pcm-one", 8),
             ctypes.create_string_buffer(b"\x02pcm-two", 8),
@@ -106,9 +113,7 @@ def test_the_sdks_own_path_when_direct_data_is_off(monkeypatch) -> None:  # type
     monkeypatch.setattr(ffi_filter, "DIRECT_DATA", False)
     loop = asyncio.new_event_loop()
     try:
-        listener: asyncio.Queue[ffi_pb2.FfiEvent] = asyncio.Queue()
-        received: list[tuple[bytes, str]] = []
-        delivery = RoomDelivery(loop, listener, lambda data, who: received.append((data, who)))
+        listener, received, delivery = _delivery(loop)
         buffer = ctypes.create_string_buffer(b"\x01pcm", 4)
         delivery.call_soon_threadsafe(listener.put_nowait, _data_event(buffer, 41, "phone"))
         loop.run_until_complete(asyncio.sleep(0))
