@@ -44,6 +44,8 @@ class CloudAudioQueue:
         self._chunks: deque[QueuedChunk] = deque()
         self._notices: list[QueuedChunk] = []
         self._bytes = 0
+        self._burst_room = 0
+        """Room beyond ``max_bytes`` a burst was given, kept until the consumer takes a batch."""
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
         self.enqueued = 0
@@ -66,14 +68,18 @@ class CloudAudioQueue:
     def put_nowait(self, pcm: bytes, timestamp_ms: int, *, extra_bytes: int = 0) -> None:
         """Queue a chunk, dropping the oldest ones if it does not fit. Never blocks, never raises.
 
-        ``extra_bytes``: room beyond ``max_bytes`` that this one put may use. A burst of audio that
-        arrives all at once (packets held until their sender was named: session/unnamed.py) is
-        not dropped for being a burst; the next ordinary put trims the queue back to ``max_bytes``.
+        ``extra_bytes``: room beyond ``max_bytes`` for a burst of audio that arrives all at once
+        (packets held until their sender was named: session/unnamed.py), so it is not dropped for
+        being a burst. The room lasts until the consumer takes a batch: the live packets that follow
+        the burst before the send loop runs (a busy loop runs a queue of SDK events in one go) must
+        not push it out either. Then the bound is ``max_bytes`` again.
         """
         if self._closed:
             self.rejected_after_close += 1
             return
-        limit = self.max_bytes + extra_bytes
+        if extra_bytes > self._burst_room:
+            self._burst_room = extra_bytes
+        limit = self.max_bytes + self._burst_room
         if len(pcm) > limit:  # a single oversized chunk keeps its newest part
             dropped = len(pcm) - limit
             dropped += dropped % 2  # whole samples, and never more than the limit
@@ -114,6 +120,7 @@ class CloudAudioQueue:
         self._notices.clear()
         self._chunks.clear()
         self._bytes = 0
+        self._burst_room = 0
         return batch
 
     def seal(self) -> None:
@@ -127,6 +134,7 @@ class CloudAudioQueue:
         self._chunks.clear()
         self._notices.clear()
         self._bytes = 0
+        self._burst_room = 0
         self._wake()
 
     def _wake(self) -> None:

@@ -107,7 +107,11 @@ async def test_a_phone_joining_after_the_bridge_loses_none_of_its_first_seconds(
             packets = [bytes([i]) + packet_payload(1000 + i) for i in indices]
             await aio_as_trio(participants.send_packets)(phone, packets, 0.05, True)
             expected = b"".join(packet_payload(1000 + i) for i in indices)
-            await wait_until(lambda: len(cloud.pcm) >= len(expected), what="every packet at the cloud")
+            await wait_until(
+                lambda: len(cloud.pcm) >= len(expected),
+                what="every packet at the cloud",
+                detail=lambda: f"{len(cloud.pcm)} of {len(expected)} bytes; {session.mic.snapshot()}",
+            )
             assert cloud.pcm == expected
             assert session.mic.unnamed.expired == 0
             assert session.mic.sequence_totals()["lost"] == 0

@@ -28,9 +28,16 @@ async def join(bridge: Any, user: str, room: str, target: str | None = None) -> 
     return response
 
 
-async def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
+async def wait_until(
+    predicate: Callable[[], bool],
+    timeout_s: float = 10.0,
+    what: str = "condition",
+    detail: Callable[[], str] | None = None,
+) -> None:
+    """Poll ``predicate``; on timeout fail with ``what`` and, if given, ``detail()`` (the state seen then)."""
     with trio.move_on_after(timeout_s):
         while not predicate():
             await trio.sleep(0.02)
         return
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    seen = f": {detail()}" if detail is not None else ""
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{seen}")

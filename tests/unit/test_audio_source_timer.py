@@ -11,18 +11,22 @@ from trio_asyncio import aio_as_trio
 
 from bridge.livekit_io.outbound import settle_late_playout
 
-FRAME = np.zeros(480, np.int16).tobytes()  # 10 ms at 48 kHz
+# The first frame is long (100 ms) so its playout timer cannot fire while its own capture is awaited
+# (a cold first capture once took longer than a 10 ms frame, and the negative timer never came).
+FIRST = rtc.AudioFrame(np.zeros(4800, np.int16).tobytes(), 48000, 1, 4800)
+NEXT = rtc.AudioFrame(np.zeros(480, np.int16).tobytes(), 48000, 1, 480)  # 10 ms at 48 kHz
 
 
 async def _capture_after_a_busy_loop(settle: bool) -> None:
     source = rtc.AudioSource(48000, 1, queue_size_ms=200)
-    frame = rtc.AudioFrame(FRAME, 48000, 1, 480)
     try:
-        await source.capture_frame(frame)
-        time.sleep(0.05)  # noqa: ASYNC251 -- on purpose: a busy loop, the 10 ms playout timer cannot fire
+        await source.capture_frame(FIRST)
+        if not source._last_capture:  # not an AssertionError: the first test expects that one
+            raise RuntimeError("the first frame's playout timer fired during its own capture")
+        time.sleep(0.15)  # noqa: ASYNC251 -- on purpose: a busy loop, the 100 ms playout timer cannot fire
         if settle:
             settle_late_playout(source, 0.01)
-        await source.capture_frame(frame)
+        await source.capture_frame(NEXT)
         await source.wait_for_playout()
     finally:
         await source.aclose()
