@@ -101,6 +101,18 @@ def wait_all_held(pool: Pool, timeout_s: float = 15.0) -> dict[str, list[str]]:
         time.sleep(0.25)
 
 
+def held_detail(pool: Pool, holders: dict[str, list[str]]) -> str:
+    """For an assertion message: who holds each user held by no bridge or by several, and what the
+    cloud's client of that user went through (its last state changes, with their details)."""
+    odd = sorted(u for u, h in holders.items() if len(h) != 1)
+    users = pool.cloud.request("received")["users"]
+    lines = [f"{len(odd)} of {len(holders)} users not held by exactly one bridge:"]
+    for user in odd:
+        states = users.get(user, {}).get("states", [])[-6:]
+        lines.append(f"  {user}: held by {holders[user]}; the cloud's last states: {states}")
+    return "\n".join(lines)
+
+
 def test_users_spread_within_the_balance_factor(pool: Pool) -> None:
     sessions = pool.sessions()
     bound = balance_bound(pool.proxy.template, USERS, BRIDGES)
@@ -131,7 +143,8 @@ def test_sigkill_of_one_bridge(pool: Pool) -> None:
     assert not worst, f"mic audio did not flow again within {KILL_GAP_LIMIT_MS} ms: {worst}"
     assert all(gaps[u].missing == 0 for u in stayed), {u: gaps[u] for u in stayed if gaps[u].missing}
     holders = wait_all_held(pool)
-    assert all(len(h) == 1 and h[0] != victim.name for h in holders.values()), holders
+    assert all(len(h) == 1 for h in holders.values()), held_detail(pool, holders)
+    assert all(h[0] != victim.name for h in holders.values()), holders
     victim.start()
     pool.proxy.wait_servers(pool.running())
 
@@ -150,7 +163,7 @@ def test_rolling_sigterm_restart(pool: Pool) -> None:
         took = old.terminate()
         pool.proxy.wait_servers(pool.running())
         holders = wait_all_held(pool)
-        assert all(len(h) == 1 for h in holders.values()), holders
+        assert all(len(h) == 1 for h in holders.values()), held_detail(pool, holders)
         print(
             f"{surge.name} up; {old.name} drained {held} sessions and exited in {took:.2f} s; all re-joined"
         )
@@ -185,7 +198,7 @@ def server_log_of(pool: Pool, identities: list[str], keep: int = 40) -> str:
 
 def test_no_participant_without_a_session_and_no_leaked_tasks(pool: Pool) -> None:
     holders = wait_all_held(pool)
-    assert all(len(h) == 1 for h in holders.values()), holders
+    assert all(len(h) == 1 for h in holders.values()), held_detail(pool, holders)
     rooms = pool.participants()
     expected = {f"room-{u}": sorted([u, f"bridge-{u}"]) for u in pool.users}
     assert {r: rooms.get(r) for r in expected} == expected
