@@ -138,39 +138,16 @@ BY_NAME = {t.name: t for t in TRIES}
 # the SDK change, tried without rebuilding the SDK
 # --------------------------------------------------------------------------------------------
 
-SDK_LIBRARY_SHA256 = "b0e3b91dcf42b486045b6acca4863b132e3c4d114d5701b5759c7661c04ea1eb"
-"""liblivekit_ffi.so of the livekit 1.2.1 wheel (manylinux x86_64; its native core says v0.13.2)."""
-SINK_CALL_OFFSET = 0x1142345
-"""File offset of the end of webrtc-sys's ``LogSink::LogSink``: ``mov %rbx,%rdi; xor %esi,%esi;
-pop %rbx`` then a tail call of ``webrtc::LogMessage::AddLogToStream(this, LS_VERBOSE)``."""
-SINK_ORIGINAL = bytes.fromhex("4889df31f65b")
-SINK_PATCHED = bytes.fromhex("535f6a025e5b")
-"""``push %rbx; pop %rdi; push $2; pop %rsi; pop %rbx``: the same call with LS_WARNING (2)."""
 PATCH_CACHE = Path.home() / ".cache" / "livekit-bridge" / "native-floor"
 
 
 def sink_warning_library() -> Path | None:
     """A copy of the SDK's native library whose libwebrtc log sink is added at LS_WARNING instead of
     LS_VERBOSE (webrtc-sys ``src/webrtc.cpp`` ``LogSink::LogSink``): the change the SDK would make,
-    as a 6-byte patch of the wheel's binary, written under ~/.cache (never into the checkout).
-    None if the installed library is not the one this patch was written for."""
-    import hashlib
-    import importlib.resources
-
-    source = Path(str(importlib.resources.files("livekit.rtc.resources") / "liblivekit_ffi.so"))
-    data = bytearray(source.read_bytes())
-    if hashlib.sha256(data).hexdigest() != SDK_LIBRARY_SHA256:
-        return None
-    if data[SINK_CALL_OFFSET : SINK_CALL_OFFSET + len(SINK_ORIGINAL)] != SINK_ORIGINAL:
-        return None
-    data[SINK_CALL_OFFSET : SINK_CALL_OFFSET + len(SINK_PATCHED)] = SINK_PATCHED
-    target = PATCH_CACHE / f"liblivekit_ffi-{SDK_LIBRARY_SHA256[:12]}-sink-warning.so"
-    if not target.exists() or target.read_bytes() != data:
-        PATCH_CACHE.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".partial")
-        partial.write_bytes(data)
-        partial.replace(target)
-    return target
+    as a 6-byte patch of the wheel's binary, written under ~/.cache (never into the checkout). The
+    bridge loads the same copy by default (``bridge.livekit_io.native_library``). None if the
+    installed library is not the one this patch was written for."""
+    return _bridge_livekit_io("native_library").quiet_library(PATCH_CACHE)  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,18 +236,19 @@ def _patch_ffi(capture: bool, census: Counter[str] | None) -> None:
     _ffi_client.get_ffi_lib = get_ffi_lib
 
 
-def _bridge_ffi_filter() -> Any:
-    """The bridge's ``livekit_io/ffi_filter.py`` (it imports only the SDK), loaded from its file:
-    importing it as ``bridge.livekit_io.ffi_filter`` would run the bridge package's imports, and
-    with them trio-asyncio's."""
+def _bridge_livekit_io(name: str) -> Any:
+    """The bridge's ``livekit_io/<name>.py`` (``ffi_filter`` imports only the SDK,
+    ``native_library`` only the standard library), loaded from its file: importing it as
+    ``bridge.livekit_io.<name>`` would run the bridge package's imports, and with them trio-asyncio's."""
     import importlib.util
 
     package = importlib.util.find_spec("bridge")
     assert package is not None and package.submodule_search_locations
-    path = Path(next(iter(package.submodule_search_locations))) / "livekit_io" / "ffi_filter.py"
-    spec = importlib.util.spec_from_file_location("native_floor_ffi_filter", path)
+    path = Path(next(iter(package.submodule_search_locations))) / "livekit_io" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"native_floor_{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -313,7 +291,7 @@ async def _receiver_main() -> None:
             await asyncio.wait_for(room.connect(command["url"], token, options), 30)
             rooms.append(room)
             if command["ffi_filter"]:
-                narrowed += _bridge_ffi_filter().narrow_to_own_events(room) is not None
+                narrowed += _bridge_livekit_io("ffi_filter").narrow_to_own_events(room) is not None
         return {
             "connected": len(rooms),
             "narrowed": narrowed,

@@ -21,6 +21,7 @@ from trio_asyncio import aio_as_trio
 
 from bridge import BridgeConfig, BridgeState, serve
 from bridge._gen.mentra.livekit.bridge import HealthCheckRequest, LiveKitBridgeStub
+from bridge.livekit_io.native_library import choose_native_library
 from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
 from support import watchdog as watchdog_module
 from support.leaks import TaskCensus
@@ -28,6 +29,10 @@ from support.watchdog import watchdog
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The SDK's native library the bridge loads by default, before any test loads one: tests run
+    # on what is deployed (livekit_io/native_library.py; the wheel's own when it is not the one
+    # the quiet copy is made for). Bridges the tests start as processes inherit the choice.
+    choose_native_library("warning")
     capture = config.pluginmanager.getplugin("capturemanager")
     if capture is not None:
         watchdog_module.release_output = lambda: capture.suspend_global_capture(in_=False)

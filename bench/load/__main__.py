@@ -197,6 +197,10 @@ def main() -> int:
         # The SDK's own override, read when a process first loads the library: every child inherits it.
         os.environ["LIVEKIT_LIB_PATH"] = str(library)
         print(f"every Python process loads {library} (libwebrtc's log sink at LS_WARNING)")
+    else:
+        # The bridge loads its quiet copy by default (BRIDGE_WEBRTC_LOG_SINK): keep it on the
+        # library as shipped, like the floor, so the two are compared on the same native code.
+        os.environ["BRIDGE_WEBRTC_LOG_SINK"] = "verbose"
     check_floor_configuration()
     ensure_built()  # the Go receiver (and the Go phones): go build on first use, before any server starts
     # The LiveKit server starts before run() pins this process, which then places the server's threads.

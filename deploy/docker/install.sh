@@ -13,7 +13,8 @@
 #   is needed or used, at build time or at run time);
 # - the bridge's own wheel is built in a throwaway venv with the build backend locked the same way
 #   (deploy/requirements-build.lock) and installed without dependencies;
-# - `pip check` then proves the locked set satisfies what the bridge declares in pyproject.toml.
+# - `pip check` then proves the locked set satisfies what the bridge declares in pyproject.toml;
+# - the quiet copy of the SDK's native library is written into the venv (step 3).
 #
 # PYTHON selects the interpreter (default: python3; it must be 3.11, like the lock).
 set -eu
@@ -59,3 +60,8 @@ pip_install "$venv" --require-hashes --only-binary :all: -r "$src/deploy/require
 pip_install "$venv" --no-deps --no-index "$work"/wheel/livekit_bridge-*.whl
 PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip check
 "$venv/bin/livekit-bridge" --version
+
+# 3. The SDK's native library with libwebrtc's log sink at LS_WARNING, written into the venv now, so
+#    a read-only container finds it (bridge/livekit_io/native_library.py; it is made only from the
+#    exact library it was written for, and BRIDGE_WEBRTC_LOG_SINK=verbose keeps the shipped one).
+"$venv/bin/python" -m bridge.livekit_io.native_library

@@ -39,6 +39,7 @@ from .capacity import raise_open_file_limit
 from .config import BridgeConfig
 from .errors import StartupError
 from .fetch import Fetcher, FetchLimits, HostPolicy
+from .livekit_io.native_library import choose_native_library
 from .livekit_io.pacing import native_memory_gate
 from .metrics import BridgeMetrics
 from .metrics_server import serve_metrics
@@ -193,6 +194,8 @@ async def serve(
 ) -> None:
     """Serve until shut down. ``room_factory`` replaces the LiveKit room link (tests without LiveKit)."""
     remember_secret(config.auth_token)
+    library = choose_native_library(config.webrtc_log_sink)  # before anything loads the SDK's library
+    log.info("SDK native library: %s (%s)", library.path or "the wheel's own", library.reason)
     raise_open_file_limit()  # before the registry sizes itself by it
     native_memory_gate().configure(headroom_mib=config.native_memory_headroom_mib)
     aio_batching.install(config.asyncio_batch)  # patches the loop this runs on, from its next pass

@@ -45,8 +45,9 @@ def _low_nofile() -> None:
 
 
 @contextmanager
-def _running_bridge(venv: Path, **settings: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """The bridge started through the image's entrypoint; yields (process, listening address)."""
+def _running_bridge(venv: Path, **settings: str) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """The bridge started through the image's entrypoint; yields (process, listening address, what
+    it printed until then)."""
     proc = subprocess.Popen(
         ["sh", str(ENTRYPOINT)],
         env=_bridge_env(venv, **settings),
@@ -68,7 +69,7 @@ def _running_bridge(venv: Path, **settings: str) -> Iterator[tuple[subprocess.Po
                 address = match.group(1)
                 break
         assert address, "the bridge did not start:\n" + "".join(seen)
-        yield proc, address
+        yield proc, address, "".join(seen)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -119,7 +120,12 @@ def test_install_script_installs_only_the_locked_set(installed_venv: Path) -> No
 
 
 def test_bridge_from_the_installed_venv_serves_health_and_stops_on_sigterm(installed_venv: Path) -> None:
-    with _running_bridge(installed_venv, PORT="0") as (proc, address):
+    # HOME as in the image (no such folder, read-only root): the quiet copy of the SDK's library can
+    # only be the one install.sh wrote into the venv.
+    with _running_bridge(installed_venv, PORT="0", HOME="/nonexistent") as (proc, address, startup):
+        quiet = installed_venv / "lib/livekit-bridge"
+        assert f"SDK native library: {quiet}/liblivekit_ffi-" in startup, startup
+        assert "(libwebrtc's log sink at LS_WARNING)" in startup, startup
         host, port = address.rsplit(":", 1)
         assert host == "127.0.0.1"
         check = _healthcheck(installed_venv, PORT=port)
@@ -146,7 +152,7 @@ def test_bridge_from_the_installed_venv_serves_health_and_stops_on_sigterm(insta
 def test_bridge_on_a_unix_socket_as_in_the_sidecar_shape(installed_venv: Path, tmp_path: Path) -> None:
     sock = tmp_path / "run" / "bridge.sock"
     sock.parent.mkdir()
-    with _running_bridge(installed_venv, LIVEKIT_GRPC_SOCKET=str(sock)) as (proc, address):
+    with _running_bridge(installed_venv, LIVEKIT_GRPC_SOCKET=str(sock)) as (proc, address, _):
         assert address == f"unix:{sock}"
         assert stat.S_IMODE(sock.stat().st_mode) == 0o600
         check = _healthcheck(installed_venv, LIVEKIT_GRPC_SOCKET=str(sock))
