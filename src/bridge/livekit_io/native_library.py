@@ -161,9 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m bridge.livekit_io.native_library [DIR]``: write the quiet copy into DIR (default:
     the venv's, where the bridge looks first), as ``install.sh`` does."""
     args = list(sys.argv[1:] if argv is None else argv)
-    copy = quiet_library(Path(args[0]) if args else installed_directory())
+    target = Path(args[0]) if args else installed_directory()
+    copy = quiet_library(target)
     if copy is None:
-        print("livekit-bridge: no quiet copy of the SDK library: not the library the patch is for")
+        print(
+            "livekit-bridge: no quiet copy of the SDK's library: the installed one is not the one the "
+            f"patch is for, or {target} is not writable"
+        )
     else:
         print(f"livekit-bridge: {copy} (libwebrtc's log sink at LS_WARNING)")
     return 0  # not an error: the bridge then runs on the wheel's library
