@@ -64,4 +64,5 @@ PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip check
 # 3. The SDK's native library with libwebrtc's log sink at LS_WARNING, written into the venv now, so
 #    a read-only container finds it (bridge/livekit_io/native_library.py; it is made only from the
 #    exact library it was written for, and BRIDGE_WEBRTC_LOG_SINK=verbose keeps the shipped one).
-"$venv/bin/python" -m bridge.livekit_io.native_library
+#    (Not `-m`: the bridge package imports the module before runpy would run it, and Python warns.)
+"$venv/bin/python" -c 'from bridge.livekit_io.native_library import main; raise SystemExit(main())'

@@ -158,8 +158,8 @@ def choose_native_library(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bridge.livekit_io.native_library [DIR]``: write the quiet copy into DIR (default:
-    the venv's, where the bridge looks first), as ``install.sh`` does."""
+    """Write the quiet copy into ``argv[0]`` (default: the venv's folder, where the bridge looks
+    first), as ``install.sh`` does at install time."""
     args = list(sys.argv[1:] if argv is None else argv)
     target = Path(args[0]) if args else installed_directory()
     copy = quiet_library(target)
@@ -171,7 +171,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(f"livekit-bridge: {copy} (libwebrtc's log sink at LS_WARNING)")
     return 0  # not an error: the bridge then runs on the wheel's library
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
