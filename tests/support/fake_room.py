@@ -6,6 +6,7 @@ who it is, deliver data packets to the session's callback, send room events, dis
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ class FakeRoom:
     direct_data_packets: int = 0
     connect_pending: bool = False
     connected: bool = False
+    aclose_s: float = 0.0
     closed: int = 0
     connects: list[str] = field(default_factory=list)
     participants: set[str] = field(default_factory=set)
@@ -53,6 +55,8 @@ class FakeRoom:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self.aclose_s:
+            await asyncio.sleep(self.aclose_s)  # a disconnect the SDK is slow to finish
         self.connected = False
         self.closed += 1
 

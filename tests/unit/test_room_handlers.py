@@ -1,10 +1,15 @@
-"""The room's SDK handlers: what the SDK's EventEmitter passes them, and what inspecting them costs."""
+"""The room's SDK handlers: what the SDK's EventEmitter passes them, and what inspecting them costs;
+and its disconnect when the session stops waiting for it."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 
+import pytest
+import trio
 from livekit import rtc
+from trio_asyncio import aio_as_trio
 
 from bridge.livekit_io.room import RoomLink, cheap_to_inspect
 
@@ -50,3 +55,47 @@ def test_every_room_handler_is_registered_wrapped() -> None:
     assert "data_received" in handlers
     for event, handler in handlers.items():
         assert inspect.signature(handler) is inspect.signature(handler), event
+
+
+class SlowSdkRoom:
+    """Stands in for ``rtc.Room`` while it disconnects: takes 0.2 s, then fails if told to."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.disconnected = False
+
+    def isconnected(self) -> bool:
+        return True
+
+    def off(self, event: str, handler: object) -> None:
+        pass
+
+    async def disconnect(self) -> None:
+        await asyncio.sleep(0.2)
+        if self.fail:
+            raise RuntimeError("the native disconnect failed")
+        self.disconnected = True
+
+
+async def test_a_disconnect_the_session_stops_waiting_for_still_finishes(aio_loop: object) -> None:
+    """The session's cleanup is bounded (session/core.py); cut short, the SDK's disconnect used to be
+    cancelled with it, and the server could keep a participant nobody listens to."""
+    room = SlowSdkRoom()
+    link = RoomLink(on_data=lambda data, identity: None, events=None)  # type: ignore[arg-type]
+    link._room = room  # type: ignore[assignment]
+    with trio.move_on_after(0.05):
+        await aio_as_trio(link.aclose)()
+    assert not room.disconnected and link._room is None
+    await trio.sleep(0.4)
+    assert room.disconnected
+
+
+async def test_a_disconnect_nobody_waits_for_any_more_logs_its_failure(
+    aio_loop: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    link = RoomLink(on_data=lambda data, identity: None, events=None)  # type: ignore[arg-type]
+    link._room = SlowSdkRoom(fail=True)  # type: ignore[assignment]
+    with trio.move_on_after(0.05):
+        await aio_as_trio(link.aclose)()
+    await trio.sleep(0.4)
+    assert "room disconnect failed: the native disconnect failed" in caplog.text

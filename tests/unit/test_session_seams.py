@@ -16,6 +16,7 @@ import trio_asyncio
 
 from bridge.cloud_queue import CloudAudioQueue, QueueClosed
 from bridge.config import BridgeConfig
+from bridge.errors import SessionNotFoundError
 from bridge.metrics import BridgeMetrics
 from bridge.playback import PlaybackStats
 from bridge.registry import MOVE_GRACE_S, SessionRegistry
@@ -287,6 +288,22 @@ async def test_a_bug_in_a_session_task_ends_that_session_only(world: World) -> N
     assert faulty.close_reason is CloseReason.FAILED and "injected fault" in faulty.close_detail
     assert faulty.failures == 1 and faulty.trio_task_count() == 0
     assert healthy.close_reason is None and world.registry.get("healthy") is healthy
+
+
+async def test_a_cleanup_longer_than_its_bound_is_logged_and_ends_the_session_anyway(
+    world: World, mock_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = (await world.join("slow")).session
+    world.rooms.made[0].aclose_s = 60.0  # the room's disconnect would take a minute
+    session.close(CloseReason.LEFT)
+    await trio.testing.wait_all_tasks_blocked()
+    assert not session.closed.is_set()
+    mock_clock.jump(5.1)  # the bound: the registry is not held up longer
+    await trio.testing.wait_all_tasks_blocked()
+    assert session.closed.is_set()
+    with pytest.raises(SessionNotFoundError):
+        world.registry.get("slow")  # its place is free again
+    assert "session cleanup took over 5 s" in caplog.text
 
 
 async def test_a_join_that_cannot_connect_answers_and_takes_no_place(world: World) -> None:

@@ -154,6 +154,12 @@ class RoomPort(Protocol):
     async def aclose(self) -> None: ...
 
 
+def _log_failed_disconnect(disconnecting: asyncio.Future[None]) -> None:
+    """A disconnect its caller stopped waiting for: its failure is logged here, not lost."""
+    if not disconnecting.cancelled() and (err := disconnecting.exception()) is not None:
+        log.warning("room disconnect failed: %s", err)
+
+
 class RoomLink:
     """Owns one ``rtc.Room`` for the lifetime of a session."""
 
@@ -329,7 +335,15 @@ class RoomLink:
         for event, handler in self._handlers.items():
             room.off(event, handler)  # type: ignore[arg-type]
         if room.isconnected():
-            await room.disconnect()
+            # Shielded: a session's cleanup is bounded (session/core.py) and may be cancelled while
+            # the SDK disconnects; cut short, the leave may never reach the server, which then keeps
+            # a participant nobody listens to. The disconnect finishes on its own instead.
+            disconnecting = asyncio.ensure_future(room.disconnect())
+            try:
+                await asyncio.shield(disconnecting)
+            except asyncio.CancelledError:
+                disconnecting.add_done_callback(_log_failed_disconnect)  # nobody awaits it now
+                raise
 
     # --- SDK callbacks: plain functions, O(1), never raise ------------------------------------------
 

@@ -151,8 +151,14 @@ class BridgeSession:
             log.exception("session failed", extra={"user_id": self.user_id})
         finally:
             self._nursery = None
-            with trio.CancelScope(shield=True), trio.move_on_after(_CLEANUP_TIMEOUT_S):
+            with trio.CancelScope(shield=True), trio.move_on_after(_CLEANUP_TIMEOUT_S) as bounded:
                 await self._cleanup()
+            if bounded.cancelled_caught:
+                log.warning(
+                    "session cleanup took over %g s; the room's disconnect goes on without it",
+                    _CLEANUP_TIMEOUT_S,
+                    extra={"user_id": self.user_id},
+                )
             if self.status.connected:
                 self.status.mark_disconnected(self.close_detail or "session closed")
             self.closed.set()
