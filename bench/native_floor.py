@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import sys
@@ -236,6 +237,7 @@ def _patch_ffi(capture: bool, census: Counter[str] | None) -> None:
     _ffi_client.get_ffi_lib = get_ffi_lib
 
 
+@functools.cache  # once per process: the receiver asks for ffi_filter once per room it connects
 def _bridge_livekit_io(name: str) -> Any:
     """The bridge's ``livekit_io/<name>.py`` (``ffi_filter`` imports only the SDK,
     ``native_library`` only the standard library), loaded from its file: importing it as

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from .livekit_io.native_library import SINK_LEVELS
 from .room_url_policy import parse_url_allow_list
 
 __all__ = ["BridgeConfig", "ConfigError", "env_name"]
@@ -310,8 +311,8 @@ class BridgeConfig:
             )
         if self.log_format not in ("text", "json"):
             raise ConfigError("BRIDGE_LOG_FORMAT must be text or json")
-        if self.webrtc_log_sink not in ("warning", "verbose"):
-            raise ConfigError("BRIDGE_WEBRTC_LOG_SINK must be warning or verbose")
+        if self.webrtc_log_sink not in SINK_LEVELS:
+            raise ConfigError(f"BRIDGE_WEBRTC_LOG_SINK must be {' or '.join(SINK_LEVELS)}")
         for name in (
             "join_timeout_s",
             "max_streams_per_connection",

@@ -51,6 +51,7 @@ SINK_PATCHED = bytes.fromhex("535f6a025e5b")
 """``push %rbx; pop %rdi; push $2; pop %rsi; pop %rbx``: the same call with LS_WARNING (2)."""
 
 _LIBRARY_ENV = "LIVEKIT_LIB_PATH"  # the SDK's own override, read when it first loads its library
+_COPY_NAME = f"liblivekit_ffi-{SDK_LIBRARY_SHA256[:12]}-sink-warning.so"
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,6 @@ def _patched(source: Path) -> bytes | None:
     return bytes(data)
 
 
-def _file_name() -> str:
-    return f"liblivekit_ffi-{SDK_LIBRARY_SHA256[:12]}-sink-warning.so"
-
-
 def quiet_library(write_to: Path, look_in: Sequence[Path] = (), source: Path | None = None) -> Path | None:
     """A copy of ``source`` (the wheel's library) with the sink at LS_WARNING: one already in
     ``look_in`` or ``write_to`` if it has exactly the patched bytes, else a new one written to
@@ -104,13 +101,13 @@ def quiet_library(write_to: Path, look_in: Sequence[Path] = (), source: Path | N
     if data is None:
         return None
     for directory in (*look_in, write_to):
-        candidate = directory / _file_name()
+        candidate = directory / _COPY_NAME
         try:
             if candidate.read_bytes() == data:
                 return candidate
         except OSError:
             continue
-    target = write_to / _file_name()
+    target = write_to / _COPY_NAME
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
     try:
         write_to.mkdir(parents=True, exist_ok=True)
@@ -142,7 +139,7 @@ def choose_native_library(
         raise ValueError(f"sink must be one of {SINK_LEVELS}, not {sink!r}")
     named = env.get(_LIBRARY_ENV, "").strip()
     if named:
-        quiet = Path(named).name == _file_name()
+        quiet = Path(named).name == _COPY_NAME
         return NativeLibrary(named, quiet, f"{_LIBRARY_ENV} names it")
     if _sdk_loaded():
         return NativeLibrary("", False, "the SDK had loaded its library already")
