@@ -390,7 +390,11 @@ async def _wait_until_none_of_ours_in(lk, rooms: list[str], timeout_s: float = 5
             if not left:
                 return
             await trio.sleep(0.1)
-    raise AssertionError(f"participants of ours still in their rooms after the teardown: {left}")
+    ours = [identity for identities in left.values() for identity in identities]
+    raise AssertionError(
+        f"participants of ours still in their rooms after the teardown: {left}\n"
+        f"the LiveKit server's log of them:\n{lk.log_lines_naming(ours)}"
+    )
 
 
 async def test_a_fault_in_a_session_task_ends_that_session_only_and_leaves_nothing(bridge) -> None:  # type: ignore[no-untyped-def]

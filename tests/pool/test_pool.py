@@ -189,13 +189,6 @@ def test_rolling_sigterm_restart(pool: Pool) -> None:
     )
 
 
-def server_log_of(pool: Pool, identities: list[str], keep: int = 40) -> str:
-    """The LiveKit server's log lines that name one of ``identities`` (its joins, leaves, reasons)."""
-    text = pool.livekit.log_path.read_text(errors="replace")
-    lines = [line for line in text.splitlines() if any(f'"{i}"' in line for i in identities)]
-    return "\n".join(lines[-keep:])
-
-
 def test_no_participant_without_a_session_and_no_leaked_tasks(pool: Pool) -> None:
     holders = wait_all_held(pool)
     assert all(len(h) == 1 for h in holders.values()), held_detail(pool, holders)
@@ -226,9 +219,10 @@ def test_no_participant_without_a_session_and_no_leaked_tasks(pool: Pool) -> Non
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.25)
+    stuck = [f"bridge-{room[5:]}" for room in left]
     assert left == {}, (
         f"bridge participants still in rooms 10 s after every session ended: {left}\n"
-        f"the LiveKit server's log of them:\n{server_log_of(pool, [f'bridge-{r[5:]}' for r in left])}"
+        f"the LiveKit server's log of them:\n{pool.livekit.log_lines_naming(stuck)}"
     )
 
 

@@ -432,6 +432,13 @@ class LocalLiveKitServer:
         """The last ``limit_bytes`` of the log (its first line may be cut), without reading it all."""
         return _read_tail(self._log_path, limit_bytes)
 
+    def log_lines_naming(self, identities: list[str], keep: int = 40) -> str:
+        """The last ``keep`` log lines that name one of ``identities`` (its joins, leaves and their
+        reasons): what a test shows when the server keeps a participant it expected gone."""
+        text = self._log_path.read_text(errors="replace") if self._log_path.exists() else ""
+        lines = [line for line in text.splitlines() if any(f'"{i}"' in line for i in identities)]
+        return "\n".join(lines[-keep:])
+
     @property
     def process(self) -> subprocess.Popen[bytes] | None:
         """The current (or last) server process, for tests that inspect it."""
