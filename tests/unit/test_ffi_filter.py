@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import inspect
+import re
+from pathlib import Path
 
+from livekit import rtc
 from livekit.rtc._ffi_client import FfiClient
 from livekit.rtc._proto import ffi_pb2
 
@@ -22,17 +26,38 @@ def test_the_sdk_still_has_the_internals_the_patch_needs() -> None:
     assert ffi_filter._FfiHandle is not None
 
 
-def test_only_own_room_events_pass_but_callbacks_and_other_kinds_do() -> None:
+def test_only_own_room_events_and_the_callbacks_the_listener_needs_pass() -> None:
     accept = _own_events_only(7)
     own, foreign = ffi_pb2.FfiEvent(), ffi_pb2.FfiEvent()
     own.room_event.room_handle = 7
     foreign.room_event.room_handle = 8
-    callback = ffi_pb2.FfiEvent()
-    callback.publish_data.async_id = 1
-    media = ffi_pb2.FfiEvent()
-    media.audio_stream_event.stream_handle = 3
     assert accept(own) and not accept(foreign)
-    assert accept(callback) and not accept(media)
+    published, unpublished, rpc = ffi_pb2.FfiEvent(), ffi_pb2.FfiEvent(), ffi_pb2.FfiEvent()
+    published.publish_track.async_id = 1
+    unpublished.unpublish_track.async_id = 2
+    rpc.rpc_method_invocation.invocation_id = 3
+    assert accept(published) and accept(unpublished) and accept(rpc)
+    # Awaited through subscriptions of their own: no room's listener needs them.
+    captured, sent, media = ffi_pb2.FfiEvent(), ffi_pb2.FfiEvent(), ffi_pb2.FfiEvent()
+    captured.capture_audio_frame.async_id = 4
+    sent.publish_data.async_id = 5
+    media.audio_stream_event.stream_handle = 6
+    assert not accept(captured) and not accept(sent) and not accept(media)
+
+
+def test_the_listener_callbacks_are_the_ones_the_sdk_routes_through_a_room() -> None:
+    """If an SDK upgrade awaits another callback through the room's queue (or serves another one in the
+    room's listener), ``LISTENER_CALLBACKS`` must grow, or that wait would never end."""
+    package = Path(rtc.__file__).parent
+    waited: set[str] = set()
+    for module in package.glob("*.py"):
+        source = module.read_text()
+        # Each wait subscribes to the room's queue, then matches its callback by async id.
+        waited |= set(re.findall(r"_room_queue\.subscribe\(\).*?\be\.(\w+)\.async_id", source, re.S))
+    served = set(re.findall(r'WhichOneof\("message"\) == "(\w+)"', inspect.getsource(rtc.Room._listen_task)))
+    assert waited == {"publish_track", "unpublish_track"}
+    assert served == {"rpc_method_invocation"}
+    assert waited | served == ffi_filter.LISTENER_CALLBACKS
 
 
 class _Handles:

@@ -3,10 +3,12 @@ private-API patch of the livekit SDK (1.2.1).
 
 The SDK's ``FfiQueue.put`` hands every event of the process to every subscriber whose filter
 accepts it, through ``loop.call_soon_threadsafe``; a ``Room`` subscribes with a filter that accepts
-every room event, its own and every other room's, then its ``_listen_task`` discards the foreign
-ones after a queue round trip each. With N sessions each data packet wakes N listeners. Swapping the
-room's filter for one that checks the room handle cut CPU per room from 5.7 % to 4.6 % at N=10 in
-the team's measurements (shared/STACK-NOTES.md), and the saving grows with N.
+every room event, its own and every other room's, and every callback of the process, then its
+``_listen_task`` discards the foreign ones after a queue round trip each. With N sessions each data
+packet wakes N listeners. Swapping the room's filter for one that checks the room handle cut CPU per
+room from 5.7 % to 4.6 % at N=10 in the team's measurements (shared/STACK-NOTES.md), and the saving
+grows with N. The filter also keeps out the callbacks no listener needs (``LISTENER_CALLBACKS``):
+each talkback frame's capture callback had woken every room's listener.
 
 A data packet whose room has nothing queued before it then skips the room's listener task:
 ``RoomDelivery``, which stands in for the loop in the room's subscription, copies its payload,
@@ -39,7 +41,7 @@ try:
 except ImportError:  # the SDK moved it: narrow_to_own_events then leaves the room as it is
     _FfiHandle = None
 
-__all__ = ["RoomDelivery", "narrow_to_own_events"]
+__all__ = ["LISTENER_CALLBACKS", "RoomDelivery", "narrow_to_own_events"]
 
 DataHandler = Callable[[bytes, str], None]
 
@@ -48,7 +50,13 @@ DIRECT_DATA = True
 
 log = logging.getLogger(__name__)
 
-_MEDIA_STREAM_EVENTS = ("audio_stream_event", "video_stream_event")  # streams subscribe for these
+LISTENER_CALLBACKS = frozenset({"publish_track", "unpublish_track", "rpc_method_invocation"})
+"""The events other than room events that a room's listener needs: the local participant waits for
+its publish and unpublish callbacks through the room's queue (the SDK's ``LocalParticipant``), and
+the listener serves RPC invocations. Every other callback (each AudioSource capture, each
+``publish_data``, stats, disconnect) is awaited through a subscription of its own; the SDK's filter
+offers them to every room too, so with N rooms each talkback frame's capture callback woke N
+listeners that only passed it on. tests/unit/test_ffi_filter.py checks this list against the SDK."""
 _warned = False
 
 
@@ -57,9 +65,7 @@ def _own_events_only(room_handle: int) -> Any:
         which = event.WhichOneof("message")
         if which == "room_event":
             return bool(event.room_event.room_handle == room_handle)
-        # Everything else as the SDK's own filter: callbacks the local participant waits for
-        # (publish_track, publish_data, ...) arrive through the room's queue.
-        return which not in _MEDIA_STREAM_EVENTS
+        return which in LISTENER_CALLBACKS
 
     return accept
 
