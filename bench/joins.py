@@ -33,7 +33,7 @@ import grpclib.const
 import numpy as np
 from livekit import rtc
 
-from bench.lib import BridgeProcess, Children, load_average, start_bridge
+from bench.lib import BridgeProcess, Children, load_average, run_on_asyncio, start_bridge
 from bridge._gen.mentra.livekit.bridge import AudioChunk, JoinRoomRequest, LeaveRoomRequest
 from bridge.livekit_io.room import rtc_configuration
 from bridge.testing.cloud import STREAM_AUDIO
@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 1 <= args.rounds <= 200 or not 1 <= args.burst <= 50:
         parser.error("--rounds 1..200, --burst 1..50")
     args.out.mkdir(parents=True, exist_ok=True)
-    asyncio.run(run(args.rounds, args.burst, args.out))
+    run_on_asyncio(run(args.rounds, args.burst, args.out))
     return 0
 
 

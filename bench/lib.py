@@ -10,7 +10,8 @@
 - ``MediaFiles``: a loopback HTTP server for PlayAudio (whole files, or trickled at a given rate).
 
 Everything here is plain asyncio: grpclib and the livekit SDK speak asyncio natively, and a benchmark
-driver has no reason to pay for trio-asyncio.
+driver has no reason to pay for trio-asyncio. Run it with ``run_on_asyncio``, not ``asyncio.run``:
+importing the bridge imports trio-asyncio, after which ``asyncio.run`` runs on trio-asyncio's loop.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from grpclib.client import Channel
@@ -55,6 +56,7 @@ __all__ = [
     "pick_cores",
     "place_on_load_core",
     "rss_mib",
+    "run_on_asyncio",
     "run_with_local_livekit",
     "scrape_memory_and_backlog",
     "start_bridge",
@@ -63,6 +65,7 @@ __all__ = [
 ]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """The checkout: children run from here, so ``python -m bench.…`` finds this package."""
@@ -426,6 +429,15 @@ def place_on_load_core(lk: LocalLiveKitServer, measured: str) -> tuple[set[int],
     return cores
 
 
+def run_on_asyncio(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on asyncio's own loop. Once trio-asyncio is imported (``bridge`` imports it),
+    ``asyncio.new_event_loop()``, so ``asyncio.run``, gives its ``SyncTrioEventLoop``: a benchmark's
+    cloud client and its bare-SDK references would pay trio-asyncio's cost per wakeup (about twice
+    asyncio's, ``bench.wakeups``), and on the load core that was counted in the bridge's latency."""
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        return runner.run(main)
+
+
 def run_with_local_livekit(run: Callable[[LocalLiveKitServer, Children], Awaitable[int]]) -> int:
     """A benchmark's ``main`` around ``run(livekit_server, children)``: the LiveKit server built if
     needed and started on loopback (before ``run`` pins this process, whose affinity the server's
@@ -438,7 +450,7 @@ def run_with_local_livekit(run: Callable[[LocalLiveKitServer, Children], Awaitab
     lk = LocalLiveKitServer()
     try:
         lk.start()
-        return asyncio.run(run(lk, children))
+        return run_on_asyncio(run(lk, children))
     except KeyboardInterrupt:
         print("\ninterrupted: stopping every process", file=sys.stderr)
         return 130

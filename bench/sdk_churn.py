@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 from livekit import rtc
 
-from bench.lib import least_squares_slope
+from bench.lib import least_squares_slope, run_on_asyncio
 from bridge.livekit_io.room import rtc_configuration
 from bridge.memory import heap_usage
 from bridge.testing.devserver import LocalLiveKitServer, ensure_server_binary
@@ -117,7 +117,7 @@ def main() -> int:
     ensure_server_binary(log=lambda message: print(message, file=sys.stderr))
     with LocalLiveKitServer() as server:
         for slots in slot_counts:
-            row = asyncio.run(churn(server.url, server.token, slots, args.seconds, args.idle, rtc_config))
+            row = run_on_asyncio(churn(server.url, server.token, slots, args.seconds, args.idle, rtc_config))
             print(
                 f"K={slots:2d}: {row['sessions']:4.0f} sessions ({row['sessions_per_s']:5.1f}/s); "
                 f"C heap in use "

@@ -10,14 +10,13 @@ bench/results/soak-<time>/ (see bench/README.md).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.lib import REPO_ROOT, Children
+from bench.lib import REPO_ROOT, Children, run_on_asyncio
 from bench.soak.driver import KINDS, SoakSettings, run_soak
 from bench.soak.measure import SoakResult
 from bench.soak.report import format_report, plot
@@ -93,7 +92,7 @@ def main() -> int:
             floor=args.floor,
             progress=lambda message: print(message, flush=True),
         )
-        result = asyncio.run(_run_watched(settings, server))
+        result = run_on_asyncio(_run_watched(settings, server))
     except KeyboardInterrupt:
         print("\ninterrupted: every process stopped", file=sys.stderr)
         return 130

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 
-from bench.lib import rss_mib
+from bench.lib import rss_mib, run_on_asyncio
 from bridge.memory import heap_usage
 from bridge.testing.synth import tone
 
@@ -131,4 +131,4 @@ async def _main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_main())
+    run_on_asyncio(_main())
