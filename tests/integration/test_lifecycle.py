@@ -23,6 +23,7 @@ from bridge._gen.mentra.livekit.bridge import (
 from bridge.livekit_io.room import RoomLink
 from bridge.session import CloseReason
 from bridge.testing.cloud import CloudStream
+from bridge.testing.devserver import LOST_LEAVE_TIMEOUT_S, leave_lost_on_the_wire
 from conftest import running_bridge
 from support import participants
 from support.flows import join, new_room, wait_until
@@ -381,36 +382,17 @@ async def _ours_in(lk, room: str) -> list[str]:  # type: ignore[no-untyped-def]
     return await aio_as_trio(participants.bridge_identities)(lk.http_url, lk.api_key, lk.api_secret, room)
 
 
-LOST_LEAVE_WAIT_S = 25.0
-"""How long the server keeps a participant whose leave it never read: one whose client vanished
-without a leave was dropped after 20.2 s here (livekit-server v1.13.5, docs/design/lessons.md)."""
-
-
-def _leave_lost_on_the_wire(log: str) -> bool:
-    """The server's log of a participant shows the SDK's close racing the server's last signal
-    message: the server's write met a reset connection ("broken pipe"), and it never logged the
-    "participant closing" a leave it read produces. The leave the SDK sent was then discarded with
-    the connection; the server drops the participant only when its media connection times out."""
-    return "error writing to websocket" in log and "participant closing" not in log
-
-
 def _server_log_of(lk, left: dict[str, list[str]]) -> str:  # type: ignore[no-untyped-def]
-    """The server's log lines about these participants in these rooms (an identity recurs across
-    the parametrized runs of a test, each in a new room)."""
-    lines = [
-        line
-        for room, identities in left.items()
-        for line in lk.log_lines_naming(identities, keep=400).splitlines()
-        if f'"{room}"' in line
-    ]
-    return "\n".join(lines[-40:])
+    """The server's log lines about these participants in these rooms."""
+    logs = [lk.log_lines_naming(identities, room=room) for room, identities in left.items()]
+    return "\n".join(log for log in logs if log)
 
 
 async def _wait_until_none_of_ours_in(lk, rooms: list[str], timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
     """The server's own view (its API), polled: a disconnect reaches it a moment after we return.
 
     A participant still there after ``timeout_s`` fails the test, unless the server's log shows that
-    it never read the leave (``_leave_lost_on_the_wire``: seen in two CI runs, never in 48 local runs
+    it never read the leave (``leave_lost_on_the_wire``: seen in two CI runs, never in 48 local runs
     of the shutdown test): then it must be gone within the server's own timeout."""
 
     async def left_after(seconds: float) -> dict[str, list[str]]:
@@ -427,9 +409,9 @@ async def _wait_until_none_of_ours_in(lk, rooms: list[str], timeout_s: float = 5
     if not left:
         return
     log = _server_log_of(lk, left)
-    if _leave_lost_on_the_wire(log):
+    if leave_lost_on_the_wire(log):
         print(f"the server never read the leave of {left}; waiting for its own timeout")
-        left = await left_after(LOST_LEAVE_WAIT_S)
+        left = await left_after(LOST_LEAVE_TIMEOUT_S)
         if not left:
             return
         log = _server_log_of(lk, left)
@@ -437,26 +419,6 @@ async def _wait_until_none_of_ours_in(lk, rooms: list[str], timeout_s: float = 5
         f"participants of ours still in their rooms after the teardown: {left}\n"
         f"the LiveKit server's log of them:\n{log}"
     )
-
-
-def test_a_leave_lost_on_the_wire_is_told_from_a_leave_the_server_read() -> None:
-    """Lines as the server logged them (trimmed): a CI run where our leave was lost, and a clean leave."""
-    lost = "\n".join(
-        [
-            'INFO livekit rtc/room.go:1272 participant active {"participant": "bridge-shutdown-phone-1"}',
-            'WARN livekit service/rtcservice.go:565 error writing to websocket {"error": "broken pipe"}',
-            'WARN livekit.transport rtc/transport.go:949 error reading data channel {"label": "_lossy"}',
-        ]
-    )
-    clean = "\n".join(
-        [
-            'WARN livekit.transport rtc/transport.go:949 error reading data channel {"label": "_lossy"}',
-            'INFO livekit rtc/participant.go:1475 participant closing {"participant": "leaver"}',
-        ]
-    )
-    assert _leave_lost_on_the_wire(lost)
-    assert not _leave_lost_on_the_wire(clean)
-    assert not _leave_lost_on_the_wire(lost + "\n" + clean)  # the server did read a leave
 
 
 async def test_a_fault_in_a_session_task_ends_that_session_only_and_leaves_nothing(bridge) -> None:  # type: ignore[no-untyped-def]

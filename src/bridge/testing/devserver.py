@@ -358,6 +358,25 @@ def _kill_quietly(proc: subprocess.Popen[bytes]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+LOST_LEAVE_TIMEOUT_S = 25.0
+"""How long the server keeps a participant whose leave it never read: a client that vanished
+without a leave was dropped after 20.2 s (v1.13.5, docs/design/lessons.md)."""
+
+
+def leave_lost_on_the_wire(log: str) -> bool:
+    """Whether the server's log of a participant (``log_lines_naming``) shows the SDK's close racing
+    the server's last signal message: the server's write met a reset connection ("error writing to
+    websocket ... broken pipe") and it never logged the "participant closing" that a leave it reads
+    produces. The leave was discarded with the connection; the server drops the participant only
+    when its media connection times out (``LOST_LEAVE_TIMEOUT_S``). Only the participant's last
+    session counts (from its last "starting RTC session"): an identity that joined again has the
+    earlier ones in the log too."""
+    lines = log.splitlines()
+    starts = [i for i, line in enumerate(lines) if "starting RTC session" in line]
+    last = "\n".join(lines[starts[-1] :]) if starts else log
+    return "error writing to websocket" in last and "participant closing" not in last
+
+
 class LocalLiveKitServer:
     """A livekit-server subprocess on loopback with dev keys.
 
@@ -432,11 +451,16 @@ class LocalLiveKitServer:
         """The last ``limit_bytes`` of the log (its first line may be cut), without reading it all."""
         return _read_tail(self._log_path, limit_bytes)
 
-    def log_lines_naming(self, identities: list[str], keep: int = 40) -> str:
+    def log_lines_naming(self, identities: list[str], keep: int = 40, *, room: str | None = None) -> str:
         """The last ``keep`` log lines that name one of ``identities`` (its joins, leaves and their
-        reasons): what a test shows when the server keeps a participant it expected gone."""
+        reasons), in ``room`` if given (an identity can recur in other rooms): what a test shows
+        when the server keeps a participant it expected gone."""
         text = self._log_path.read_text(errors="replace") if self._log_path.exists() else ""
-        lines = [line for line in text.splitlines() if any(f'"{i}"' in line for i in identities)]
+        lines = [
+            line
+            for line in text.splitlines()
+            if any(f'"{i}"' in line for i in identities) and (room is None or f'"{room}"' in line)
+        ]
         return "\n".join(lines[-keep:])
 
     @property
