@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from pool_support import busiest_processes
 
+from bridge.testing.devserver import LOST_LEAVE_TIMEOUT_S, leave_lost_on_the_wire
 from bridge.testing.pool import Gap, Pool, balance_bound
 
 USERS = 30
@@ -213,17 +214,27 @@ def test_no_participant_without_a_session_and_no_leaked_tasks(pool: Pool) -> Non
     print(f"tasks (trio, asyncio) per bridge after every user left: {counts}; a fresh idle bridge: {idle}")
     assert counts == dict.fromkeys(pool.running(), idle)
     # The bridges have left their rooms; the LiveKit server drops the participants as they leave.
-    deadline = time.monotonic() + 10
+    left = _bridges_still_in_rooms(pool, within_s=10)
+    logs = [pool.livekit.log_lines_naming([f"bridge-{room[5:]}"], room=room) for room in left]
+    if left and all(leave_lost_on_the_wire(log) for log in logs):
+        # The server never read these leaves (devserver.leave_lost_on_the_wire): its own timeout.
+        print(f"the server never read the leave in {sorted(left)}; waiting for its own timeout")
+        left = _bridges_still_in_rooms(pool, within_s=LOST_LEAVE_TIMEOUT_S)
+    log = "\n".join(logs)
+    assert left == {}, (
+        f"bridge participants still in rooms after every session ended: {left}\n"
+        f"the LiveKit server's log of them:\n{log}"
+    )
+
+
+def _bridges_still_in_rooms(pool: Pool, within_s: float) -> dict[str, list[str]]:
+    """Rooms that still list a bridge participant after polling the server for ``within_s``."""
+    deadline = time.monotonic() + within_s
     while True:
         left = {r: m for r, m in pool.participants().items() if any(p.startswith("bridge-") for p in m)}
         if not left or time.monotonic() > deadline:
-            break
+            return left
         time.sleep(0.25)
-    stuck = [f"bridge-{room[5:]}" for room in left]
-    assert left == {}, (
-        f"bridge participants still in rooms 10 s after every session ended: {left}\n"
-        f"the LiveKit server's log of them:\n{pool.livekit.log_lines_naming(stuck)}"
-    )
 
 
 def test_users_the_ring_moves_rejoin_make_before_break() -> None:
@@ -280,7 +291,9 @@ def test_a_full_bridge_gets_no_new_joins() -> None:
         assert sessions["b0"] <= 2
         assert sum(sessions.values()) == 12
         assert pool.bridges[0].readyz() == 503
-        assert "b0" not in pool.proxy.servers_up()
+        # HAProxy checks /readyz every 250 ms (fall 1): the full bridge leaves the ring at its next
+        # check, which on a loaded CI machine came after the last join answered.
+        pool.proxy.wait_servers({"b1", "b2"}, timeout_s=3.0)
         # A steady second, from 2 s after the last JoinRoom answered, and 1.5 s after it for packets
         # in flight. Counted from 0.5 s after the joins, a clean-clone CI run once missed one
         # reliable packet of user-10 (users join 10 at a time, so it was among the last few).
