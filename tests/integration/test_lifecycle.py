@@ -23,7 +23,7 @@ from bridge._gen.mentra.livekit.bridge import (
 from bridge.livekit_io.room import RoomLink
 from bridge.session import CloseReason
 from bridge.testing.cloud import CloudStream
-from bridge.testing.devserver import LOST_LEAVE_TIMEOUT_S, leave_lost_on_the_wire
+from bridge.testing.devserver import LOST_LEAVE_TIMEOUT_S
 from conftest import running_bridge
 from support import participants
 from support.flows import join, new_room, wait_until
@@ -382,18 +382,12 @@ async def _ours_in(lk, room: str) -> list[str]:  # type: ignore[no-untyped-def]
     return await aio_as_trio(participants.bridge_identities)(lk.http_url, lk.api_key, lk.api_secret, room)
 
 
-def _server_log_of(lk, left: dict[str, list[str]]) -> str:  # type: ignore[no-untyped-def]
-    """The server's log lines about these participants in these rooms."""
-    logs = [lk.log_lines_naming(identities, room=room) for room, identities in left.items()]
-    return "\n".join(log for log in logs if log)
-
-
 async def _wait_until_none_of_ours_in(lk, rooms: list[str], timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
     """The server's own view (its API), polled: a disconnect reaches it a moment after we return.
 
     A participant still there after ``timeout_s`` fails the test, unless the server's log shows that
-    it never read the leave (``leave_lost_on_the_wire``: seen in two CI runs, never in 48 local runs
-    of the shutdown test): then it must be gone within the server's own timeout."""
+    it never read the leave (``devserver.leave_lost_on_the_wire``: seen in two CI runs, never in 48
+    local runs of the shutdown test): then it must be gone within the server's own timeout."""
 
     async def left_after(seconds: float) -> dict[str, list[str]]:
         left: dict[str, list[str]] = {}
@@ -408,13 +402,13 @@ async def _wait_until_none_of_ours_in(lk, rooms: list[str], timeout_s: float = 5
     left = await left_after(timeout_s)
     if not left:
         return
-    log = _server_log_of(lk, left)
-    if leave_lost_on_the_wire(log):
+    log = lk.log_of_participants(left)
+    if lk.leaves_lost_on_the_wire(left):
         print(f"the server never read the leave of {left}; waiting for its own timeout")
         left = await left_after(LOST_LEAVE_TIMEOUT_S)
         if not left:
             return
-        log = _server_log_of(lk, left)
+        log = lk.log_of_participants(left)
     raise AssertionError(
         f"participants of ours still in their rooms after the teardown: {left}\n"
         f"the LiveKit server's log of them:\n{log}"

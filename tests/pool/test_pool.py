@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from pool_support import busiest_processes
 
-from bridge.testing.devserver import LOST_LEAVE_TIMEOUT_S, leave_lost_on_the_wire
+from bridge.testing.devserver import LOST_LEAVE_TIMEOUT_S
 from bridge.testing.pool import Gap, Pool, balance_bound
 
 USERS = 30
@@ -215,12 +215,12 @@ def test_no_participant_without_a_session_and_no_leaked_tasks(pool: Pool) -> Non
     assert counts == dict.fromkeys(pool.running(), idle)
     # The bridges have left their rooms; the LiveKit server drops the participants as they leave.
     left = _bridges_still_in_rooms(pool, within_s=10)
-    logs = [pool.livekit.log_lines_naming([f"bridge-{room[5:]}"], room=room) for room in left]
-    if left and all(leave_lost_on_the_wire(log) for log in logs):
+    bridges_left = {room: [f"bridge-{room[5:]}"] for room in left}
+    log = pool.livekit.log_of_participants(bridges_left)
+    if pool.livekit.leaves_lost_on_the_wire(bridges_left):
         # The server never read these leaves (devserver.leave_lost_on_the_wire): its own timeout.
         print(f"the server never read the leave in {sorted(left)}; waiting for its own timeout")
         left = _bridges_still_in_rooms(pool, within_s=LOST_LEAVE_TIMEOUT_S)
-    log = "\n".join(logs)
     assert left == {}, (
         f"bridge participants still in rooms after every session ended: {left}\n"
         f"the LiveKit server's log of them:\n{log}"

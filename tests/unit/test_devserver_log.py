@@ -47,3 +47,25 @@ def test_log_lines_naming_keeps_one_room_when_asked() -> None:
         )
     finally:
         server.close()
+
+
+def test_leaves_count_as_lost_only_when_every_participant_left_lost_its_own() -> None:
+    server = LocalLiveKitServer()  # not started: only its log file is used
+    try:
+        server.log_path.write_text(
+            "\n".join(
+                [
+                    'starting RTC session {"room": "room-a", "participant": "bridge-lost"}',
+                    'error writing to websocket {"room": "room-a", "participant": "bridge-lost"}',
+                    'starting RTC session {"room": "room-a", "participant": "bridge-stuck"}',
+                    'participant active {"room": "room-a", "participant": "bridge-stuck"}',
+                ]
+            )
+        )
+        assert server.leaves_lost_on_the_wire({"room-a": ["bridge-lost"]})
+        # One whose leave the server did not lose (still connected, say) is not excused by the other.
+        assert not server.leaves_lost_on_the_wire({"room-a": ["bridge-lost", "bridge-stuck"]})
+        assert not server.leaves_lost_on_the_wire({})
+        assert "bridge-stuck" in server.log_of_participants({"room-a": ["bridge-lost", "bridge-stuck"]})
+    finally:
+        server.close()

@@ -40,7 +40,7 @@ import types
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import IO
@@ -462,6 +462,20 @@ class LocalLiveKitServer:
             if any(f'"{i}"' in line for i in identities) and (room is None or f'"{room}"' in line)
         ]
         return "\n".join(lines[-keep:])
+
+    def log_of_participants(self, left: Mapping[str, Sequence[str]]) -> str:
+        """``log_lines_naming`` for participants left in rooms (room -> identities), room by room."""
+        logs = (self.log_lines_naming(list(identities), room=room) for room, identities in left.items())
+        return "\n".join(log for log in logs if log)
+
+    def leaves_lost_on_the_wire(self, left: Mapping[str, Sequence[str]]) -> bool:
+        """Whether the server lost the leave of every participant left in rooms (room -> identities),
+        each judged on its own log (``leave_lost_on_the_wire``): then its own timeout removes them."""
+        return bool(left) and all(
+            leave_lost_on_the_wire(self.log_lines_naming([identity], room=room))
+            for room, identities in left.items()
+            for identity in identities
+        )
 
     @property
     def process(self) -> subprocess.Popen[bytes] | None:
