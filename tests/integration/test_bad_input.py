@@ -6,13 +6,17 @@ bad request is thrown at the same process; at the end it must have received ever
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from typing import Any
 
 import numpy as np
 import pytest
 import trio
-from grpclib.const import Status
-from grpclib.exceptions import GRPCError
+from grpclib.client import Channel
+from grpclib.const import Cardinality, Status
+from grpclib.encoding.base import CodecBase
+from grpclib.exceptions import GRPCError, StreamTerminatedError
 from trio_asyncio import aio_as_trio
 
 from bridge._gen.mentra.livekit.bridge import (
@@ -155,6 +159,17 @@ async def test_bad_requests_get_clear_answers_while_a_healthy_session_loses_noth
                 status = await aio_as_trio(stub.get_status)(BridgeStatusRequest(user_id=victim))
                 assert status.connected
             assert bridge.state.registry.get(victim).stream.counters.rejected_chunks == 4
+            # Bytes that are not an AudioChunk at all (a truncated field): INVALID_ARGUMENT, the
+            # session stays. (The first message opens the call for the victim.)
+            truncated = b"\x0a\x05ab"
+            status, message = await aio_as_trio(raw_stream_status)(
+                bridge, [bytes(AudioChunk(user_id=victim)), truncated]
+            )
+            assert status is Status.INVALID_ARGUMENT and "not a valid AudioChunk" in message, (
+                status,
+                message,
+            )
+            assert (await aio_as_trio(stub.get_status)(BridgeStatusRequest(user_id=victim))).connected
             await aio_as_trio(stub.leave_room)(LeaveRoomRequest(user_id=victim))
 
             # The healthy session received every packet, in order, throughout.
@@ -166,6 +181,39 @@ async def test_bad_requests_get_clear_answers_while_a_healthy_session_loses_noth
             assert session.mic.queue.dropped_chunks == 0
             await aio_as_trio(stub.leave_room)(LeaveRoomRequest(user_id=healthy))
         await aio_as_trio(participants.disconnect)(phone)
+
+
+class _RawCodec(CodecBase):
+    """Sends and reads message bytes as they are: for bytes no protobuf library would produce."""
+
+    __content_subtype__ = "proto"
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        return bytes(message)
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        return data
+
+
+async def raw_stream_status(bridge: Any, messages: list[bytes]) -> tuple[Status, str]:
+    """A StreamAudio call sending ``messages`` as raw bytes; the status it ends with (asyncio side)."""
+    host, port = bridge.state.address.rsplit(":", 1)
+    channel = Channel(host, int(port), codec=_RawCodec())
+    try:
+        path = "/mentra.livekit.bridge.LiveKitBridge/StreamAudio"
+        async with channel.request(path, Cardinality.STREAM_STREAM, bytes, bytes) as call:
+            for message in messages:
+                await call.send_message(message)
+            # The server resets the call after its trailers: their status is raised on the way out.
+            with contextlib.suppress(StreamTerminatedError):
+                while await call.recv_message() is not None:
+                    pass
+    except GRPCError as err:
+        return err.status, err.message or ""
+    else:
+        return Status.OK, ""
+    finally:
+        channel.close()
 
 
 def _first_play_event(stub):  # type: ignore[no-untyped-def]

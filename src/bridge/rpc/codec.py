@@ -1,10 +1,16 @@
-"""grpclib's protobuf codec, with the room-audio hot path serialized in C.
+"""grpclib's protobuf codec, with the audio hot paths in C.
 
-Every message is a betterproto2 dataclass, except the AudioChunks a StreamAudio call sends to the
-cloud: ``send_all`` builds those as upb messages (the generated ``livekit_bridge_pb2``, protobuf's C
-implementation), and this codec serializes them as they are. Measured on this machine: 31 µs per
-100 ms chunk with betterproto2, 1.7 µs with upb, byte for byte the same encoding; betterproto2's
-share was 5 % of the bridge's Python samples at N=10 (docs/design/lessons.md).
+Every message is a betterproto2 dataclass, except AudioChunks, which are upb messages (the generated
+``livekit_bridge_pb2``, protobuf's C implementation) both ways:
+
+- the chunks a StreamAudio call sends to the cloud: ``send_all`` builds them as upb messages and this
+  codec serializes them as they are. 31 µs per 100 ms chunk with betterproto2, 1.7 µs with upb, byte
+  for byte the same encoding; betterproto2's share was 5 % of the bridge's Python samples at N=10
+  (docs/design/lessons.md);
+- the chunks the cloud sends (talkback) are parsed by upb: 16 µs with betterproto2, 0.4 µs with upb,
+  with the same field names for the code that reads them. upb also refuses what is not an AudioChunk
+  (a truncated field, a string that is not UTF-8), which betterproto2 read as an empty or partial
+  message; the server answers that with INVALID_ARGUMENT (rpc/server.py).
 """
 
 from __future__ import annotations
@@ -27,3 +33,8 @@ class BridgeCodec(ProtoCodec):
         if type(message) is CAudioChunk and message_type is AudioChunk:
             return bytes(message.SerializeToString())
         return super().encode(message, message_type)
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        if message_type is AudioChunk:
+            return CAudioChunk.FromString(data)
+        return super().decode(data, message_type)

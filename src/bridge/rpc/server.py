@@ -10,7 +10,8 @@
 - **Message size.** grpclib reads a message's declared length and then buffers that many bytes
   (acknowledging flow control as it goes), so one call could make the process hold gigabytes. Here a
   message longer than ``BRIDGE_MAX_MESSAGE_BYTES`` ends its call with RESOURCE_EXHAUSTED before any of
-  its body is read; a compressed message (which grpclib cannot decode) ends with UNIMPLEMENTED.
+  its body is read; a compressed message (which grpclib cannot decode) ends with UNIMPLEMENTED, and
+  one that does not parse as its type with INVALID_ARGUMENT (grpclib would answer UNKNOWN).
 - **Flow control.** grpclib's default inbound windows are 4 MiB per stream and per connection: a
   cloud could run ~2 minutes of 16 kHz audio ahead of real time before backpressure reached it, and
   one stream could fill the connection's whole window, stalling every other user's calls on that
@@ -115,7 +116,11 @@ async def _bounded_recv_message(stream: Any, codec: Any, message_type: type[T]) 
     body = await stream.recv_data(length)
     if len(body) != length:
         raise GRPCError(Status.INVALID_ARGUMENT, "the message ended before its declared length")
-    message: T = codec.decode(body, message_type)
+    try:
+        message: T = codec.decode(body, message_type)
+    except Exception as err:  # upb's DecodeError, betterproto2's UnicodeDecodeError...: the client's bytes
+        name = getattr(message_type, "__name__", "message")
+        raise GRPCError(Status.INVALID_ARGUMENT, f"the message is not a valid {name}: {err}") from None
     return message
 
 
