@@ -88,6 +88,19 @@ async def test_order_timers_and_trio_handles_are_as_in_the_original(loop_kind: s
     assert seen == ["a", "b", "trio function", "c (scheduled by a callback)", "timer 10 ms"]
 
 
+async def test_a_timer_set_while_the_loop_waits_without_one_fires_on_time(loop_kind: str) -> None:
+    # The batched pass waits with no cancel scope when no timer is pending: a new timer has to wake
+    # it (it arrives through the loop's queue) and fire when due, not at the next unrelated callback.
+    async with trio_asyncio.open_loop() as loop:
+        await trio.sleep(0.05)  # the loop parks with an empty timer heap
+        fired = trio.Event()
+        set_at = trio.current_time()
+        loop.call_later(0.05, fired.set)
+        with trio.fail_after(2):
+            await fired.wait()
+        assert 0.04 <= trio.current_time() - set_at < 0.5
+
+
 async def test_a_loop_opened_and_stopped_under_the_patch_leaves_no_task(loop_kind: str) -> None:
     for _ in range(3):
         async with trio_asyncio.open_loop() as loop:
