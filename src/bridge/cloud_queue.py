@@ -11,6 +11,10 @@ audio is worth more than stale audio, and a cloud that stops reading must cost b
 no stream is attached the queue keeps filling the same way, so a stream opened right after JoinRoom
 loses nothing and one opened after a long gap gets the most recent audio.
 
+A consumer parked in ``get_batch`` may offer to take a chunk at once (``take_now``): then a chunk that
+arrives while nothing is queued goes straight to it from ``put_nowait`` (the gRPC stream writes it
+from the packet's callback: rpc/direct_send.py), and is queued only if the consumer declines it.
+
 After ``close()`` the queue never accepts anything again: a late callback is ignored and counted in
 ``rejected_after_close`` (the older bridge crashed every session writing into a closed queue).
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = ["CloudAudioQueue", "QueueClosed", "QueuedChunk"]
@@ -48,7 +53,10 @@ class CloudAudioQueue:
         """Room beyond ``max_bytes`` a burst was given, kept until the consumer takes a batch."""
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
+        self._take_now: Callable[[QueuedChunk], bool] | None = None
         self.enqueued = 0
+        self.taken_at_once = 0
+        """Chunks the parked consumer took from ``put_nowait`` itself (counted in ``enqueued`` too)."""
         self.dropped_chunks = 0
         self.dropped_bytes = 0
         self.rejected_after_close = 0
@@ -90,9 +98,15 @@ class CloudAudioQueue:
             self._bytes -= len(old.pcm)
             self.dropped_chunks += 1
             self.dropped_bytes += len(old.pcm)
-        self._chunks.append(QueuedChunk(pcm, timestamp_ms))
-        self._bytes += len(pcm)
+        chunk = QueuedChunk(pcm, timestamp_ms)
         self.enqueued += 1
+        # A consumer still parked has nothing queued before this chunk: it may take it at once.
+        waiter, take_now = self._waiter, self._take_now
+        if take_now is not None and waiter is not None and not waiter.done() and take_now(chunk):
+            self.taken_at_once += 1
+            return
+        self._chunks.append(chunk)
+        self._bytes += len(pcm)
         self._wake()
 
     def put_notice(self, notice: str, timestamp_ms: int) -> None:
@@ -104,18 +118,25 @@ class CloudAudioQueue:
         self._notices.append(QueuedChunk(b"", timestamp_ms, notice))
         self._wake()
 
-    async def get_batch(self) -> list[QueuedChunk]:
-        """Wait for at least one chunk, then take every queued chunk (one wake-up per burst)."""
+    async def get_batch(self, take_now: Callable[[QueuedChunk], bool] | None = None) -> list[QueuedChunk]:
+        """Wait for at least one chunk, then take every queued chunk (one wake-up per burst).
+
+        ``take_now(chunk)``, while waiting: offered each chunk that arrives before it returns; True
+        means the consumer has taken it (it is not queued), False queues it as usual. It must not
+        raise, and runs in the producer's callback.
+        """
         while not self._chunks and not self._notices:
             if self._closed:
                 raise QueueClosed
             if self._waiter is not None:
                 raise RuntimeError("CloudAudioQueue has one consumer at a time")
             self._waiter = asyncio.get_running_loop().create_future()
+            self._take_now = take_now
             try:
                 await self._waiter
             finally:
                 self._waiter = None
+                self._take_now = None
         batch = [*self._notices, *self._chunks]
         self._notices.clear()
         self._chunks.clear()

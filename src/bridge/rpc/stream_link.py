@@ -8,6 +8,7 @@ this side: the session gets mono samples at the published rate, and hands back q
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -16,11 +17,12 @@ from grpclib.server import Stream
 
 from .._gen.mentra.livekit.bridge import AudioChunk
 from ..audio import FrameChunker, PcmFormatError, StreamResampler, samples_from_s16le
-from ..cloud_queue import CloudAudioQueue, QueueClosed
+from ..cloud_queue import CloudAudioQueue, QueueClosed, QueuedChunk
 from ..errors import AudioFormatError, TransportRefusedError
 from ..livekit_io.inbound import CLOUD_SAMPLE_RATE
 from ..session.stream import Publish, StreamCounters
 from .codec import CAudioChunk
+from .direct_send import DirectSender, supported
 
 __all__ = ["MAX_TRACK_ID", "NOTICES_KEY", "CloudPcmConverter", "GrpcCloudLink", "requested_notices"]
 
@@ -51,36 +53,56 @@ class GrpcCloudLink:
         *,
         out_rate: int,
         notices: frozenset[str] = frozenset(),
+        direct_send: bool = True,
     ) -> None:
+        """``direct_send``: write a chunk from the producer's callback when the send loop is idle
+        (rpc/direct_send.py; grpclib versions it does not know get the loop only)."""
         self.user_id = first.user_id
         self.notices = notices
         """The notices this client asked for (metadata ``x-bridge-notices``)."""
         self._stream = stream
         self._first: AudioChunk | None = first
         self._converter = CloudPcmConverter(out_rate)
+        self._direct = DirectSender(stream) if direct_send and supported() else None
+
+    @property
+    def sent_directly(self) -> int:
+        """Chunks written from the producer's callback rather than by the send loop."""
+        return self._direct.sent if self._direct is not None else 0
 
     async def send_all(self, queue: CloudAudioQueue, counters: StreamCounters) -> None:
         """Send queued room audio to the cloud until the queue closes (asyncio side)."""
+        direct = self._direct
+
+        def take_now(chunk: QueuedChunk) -> bool:
+            assert direct is not None
+            if not direct.try_send(self._message(chunk).SerializeToString()):
+                return False
+            counters.chunks_to_cloud += 1
+            counters.bytes_to_cloud += len(chunk.pcm)
+            return True
+
         while True:
             try:
-                batch = await queue.get_batch()
+                batch = await queue.get_batch(take_now if direct is not None else None)
             except QueueClosed:
                 return
             for chunk in batch:
-                # upb, not betterproto2: the hot path (codec.py); the cloud reads the same bytes.
-                await self._stream.send_message(
-                    CAudioChunk(
-                        pcm_data=chunk.pcm,
-                        sample_rate=CLOUD_SAMPLE_RATE,
-                        channels=1,
-                        timestamp_ms=chunk.timestamp_ms,
-                        user_id=self.user_id,
-                        notice=chunk.notice,
-                    )
-                )
+                await self._stream.send_message(self._message(chunk))
                 if not chunk.notice:
                     counters.chunks_to_cloud += 1
                     counters.bytes_to_cloud += len(chunk.pcm)
+
+    def _message(self, chunk: QueuedChunk) -> Any:
+        # upb, not betterproto2: the hot path (codec.py); the cloud reads the same bytes.
+        return CAudioChunk(
+            pcm_data=chunk.pcm,
+            sample_rate=CLOUD_SAMPLE_RATE,
+            channels=1,
+            timestamp_ms=chunk.timestamp_ms,
+            user_id=self.user_id,
+            notice=chunk.notice,
+        )
 
     async def receive_all(self, publish: Publish, counters: StreamCounters) -> None:
         """Publish cloud PCM until the client stops sending (asyncio side).
