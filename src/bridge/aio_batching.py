@@ -8,11 +8,13 @@ docs/design/lessons.md). The patched pass, after the callback it waited for, goe
 already queued (at most ``BATCH``) before it yields to Trio, as asyncio's own loop runs everything
 ready in one iteration.
 
-What it keeps from the original, line for line: timers are handled in due order (a pass ends when
-one is due, and the next pass runs it first); a Trio-side handle (``AsyncHandle``) ends the pass as
-the original would start it; ``stop()``'s ``TrioAsyncioExit`` propagates as before. ``install``
-patches only the pinned version (``PATCHED_VERSION``) and otherwise leaves trio-asyncio as it is;
-tests/unit/test_aio_batching.py fails loudly if the patch stops applying.
+What it keeps from the original: timers are handled in due order (a pass ends when one is due, and
+the next pass runs it first); a Trio-side handle (``AsyncHandle``) ends the pass as the original
+would start it; ``stop()``'s ``TrioAsyncioExit`` propagates as before. What it changes besides
+batching, as asyncio's own loop does: a new timer does not end the pass, a cancelled timer is
+dropped instead of waking the loop, and with no timer pending a pass waits without a cancel scope.
+``install`` patches only the pinned version (``PATCHED_VERSION``) and otherwise leaves trio-asyncio
+as it is; tests/unit/test_aio_batching.py fails loudly if the patch stops applying.
 """
 
 from __future__ import annotations
@@ -43,51 +45,52 @@ _batch = BATCH
 async def _main_loop_one(self: Any, no_wait: bool = False) -> None:
     from trio_asyncio._handles import AsyncHandle
 
-    obj = None
-    if self._timers:
-        timeout = self._timers[0]._when - self.time()
-        if timeout <= 0:
-            obj = heapq.heappop(self._timers)
+    timers = self._timers
+    while timers and timers[0]._cancelled:
+        # asyncio's own loop drops a cancelled timer rather than wake up for it; trio-asyncio woke a
+        # pass for each. The SDK's AudioSource re-arms its timer on every capture, so nearly every
+        # talkback frame left one behind.
+        heapq.heappop(timers)
+    timeout = timers[0]._when - self.time() if timers else math.inf
+    if timeout <= 0:
+        obj = heapq.heappop(timers)  # a due timer goes first
+    elif no_wait:
+        obj = self._q_recv.receive_nowait()
+    elif timeout == math.inf:
+        obj = await self._q_recv.receive()  # no timer to wake for: no cancel scope (~6 µs a pass)
     else:
-        timeout = math.inf
-    if obj is None:
-        if no_wait:
-            obj = self._q_recv.receive_nowait()
-        elif timeout == math.inf:
-            obj = await self._q_recv.receive()  # no timer to wake for: no cancel scope (~6 µs a pass)
-        else:
-            with trio.CancelScope(deadline=trio.current_time() + timeout):
-                obj = await self._q_recv.receive()
-            if obj is None:
-                return  # a timer is due: the next pass starts with it
-        if isinstance(obj, asyncio.TimerHandle):
-            heapq.heappush(self._timers, obj)
-            return
+        obj = None
+        with trio.CancelScope(deadline=trio.current_time() + timeout):
+            obj = await self._q_recv.receive()
+        if obj is None:
+            return  # a timer is due: the next pass starts with it
+    from_queue = timeout > 0
     ran = 0
     while True:
-        if isinstance(obj, AsyncHandle):
+        if from_queue and isinstance(obj, asyncio.TimerHandle):
+            heapq.heappush(timers, obj)  # a new timer: kept, and the pass goes on
+        elif isinstance(obj, AsyncHandle):
             # A Trio function to start: as the original, and the pass ends with it.
             obj._context.run(self._nursery.start_soon, obj._run, name=obj._callback)
             await obj._started.wait()
             return
-        if not obj._cancelled:
-            prev_library, sniffio_library.name = sniffio_library.name, "asyncio"
-            try:
-                obj._run()
-            finally:
-                sniffio_library.name = prev_library
-        ran += 1
-        if ran >= _batch:
-            return
-        if self._timers and self._timers[0]._when <= self.time():
+        else:
+            if not obj._cancelled:
+                prev_library, sniffio_library.name = sniffio_library.name, "asyncio"
+                try:
+                    obj._run()
+                finally:
+                    sniffio_library.name = prev_library
+            ran += 1
+            if ran >= _batch:
+                return
+        if timers and timers[0]._when <= self.time():
             return  # due timers go before the next queued callback, as in the original
         try:
-            obj = self._q_recv.receive_nowait()  # taken only to be run in this pass
+            obj = self._q_recv.receive_nowait()  # taken only to be run (or kept) in this pass
         except trio.WouldBlock:
             return
-        if isinstance(obj, asyncio.TimerHandle):
-            heapq.heappush(self._timers, obj)
-            return
+        from_queue = True
 
 
 def installed() -> bool:

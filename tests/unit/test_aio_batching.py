@@ -101,6 +101,35 @@ async def test_a_timer_set_while_the_loop_waits_without_one_fires_on_time(loop_k
         assert 0.04 <= trio.current_time() - set_at < 0.5
 
 
+async def test_cancelled_timers_do_not_wake_the_loop_when_batched(
+    loop_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SDK's AudioSource cancels and re-arms a timer on every capture: trio-asyncio woke a pass
+    # for each cancelled one when it came due, asyncio's own loop drops them.
+    from trio_asyncio._base import BaseTrioEventLoop
+
+    patched = BaseTrioEventLoop._main_loop_one
+    passes = 0
+
+    async def counted(self: object, no_wait: bool = False) -> None:
+        nonlocal passes
+        passes += 1
+        await patched(self, no_wait)
+
+    monkeypatch.setattr(BaseTrioEventLoop, "_main_loop_one", counted)
+    async with trio_asyncio.open_loop() as loop:
+        await trio.sleep(0.02)
+        before = passes
+        for _ in range(50):
+            loop.call_later(0.03, lambda: None).cancel()
+        await trio.sleep(0.1)  # past the timers' due time
+        woke = passes - before
+    if loop_kind == "batched":
+        assert woke <= 3, woke
+    else:
+        assert woke >= 50, woke  # the original: a pass for each timer queued, and for each due
+
+
 async def test_a_loop_opened_and_stopped_under_the_patch_leaves_no_task(loop_kind: str) -> None:
     for _ in range(3):
         async with trio_asyncio.open_loop() as loop:
