@@ -74,16 +74,15 @@ async def _main_loop_one(self: Any, no_wait: bool = False) -> None:
             obj._context.run(self._nursery.start_soon, obj._run, name=obj._callback)
             await obj._started.wait()
             return
-        else:
-            if not obj._cancelled:
-                prev_library, sniffio_library.name = sniffio_library.name, "asyncio"
-                try:
-                    obj._run()
-                finally:
-                    sniffio_library.name = prev_library
-            ran += 1
-            if ran >= _batch:
-                return
+        elif not obj._cancelled:
+            prev_library, sniffio_library.name = sniffio_library.name, "asyncio"
+            try:
+                obj._run()
+            finally:
+                sniffio_library.name = prev_library
+        ran += 1
+        if ran >= _batch:
+            return
         if timers and timers[0]._when <= self.time():
             return  # due timers go before the next queued callback, as in the original
         try:

@@ -6,7 +6,7 @@ import pytest
 import trio
 from trio_asyncio import aio_as_trio
 
-from bridge.cloud_queue import CloudAudioQueue, QueueClosed
+from bridge.cloud_queue import CloudAudioQueue, QueueClosed, QueuedChunk
 
 
 def chunk(n: int, size: int = 100) -> bytes:
@@ -90,3 +90,42 @@ async def test_get_batch_takes_everything_queued_and_close_wakes_the_consumer(ai
 def test_max_bytes_must_be_positive() -> None:
     with pytest.raises(ValueError):
         CloudAudioQueue(max_bytes=0)
+
+
+async def test_a_parked_consumer_may_take_a_chunk_at_once_but_nothing_overtakes_a_queued_one(
+    aio_loop: object,
+) -> None:
+    queue = CloudAudioQueue(max_bytes=1000)
+    taken: list[int] = []
+    accept = True
+
+    def take_now(queued: QueuedChunk) -> bool:
+        if accept:
+            taken.append(queued.timestamp_ms)
+        return accept
+
+    async with trio.open_nursery() as nursery:
+        batches: list[list[int]] = []
+
+        async def consume() -> None:
+            while True:
+                batch = await aio_as_trio(queue.get_batch)(take_now)
+                batches.append([c.timestamp_ms for c in batch])
+
+        nursery.start_soon(consume)
+        await trio.sleep(0.01)  # parked
+        queue.put_nowait(chunk(1), 1)
+        queue.put_nowait(chunk(2), 2)
+        assert taken == [1, 2] and queue.depth == 0 and queue.taken_at_once == 2 and queue.enqueued == 2
+        accept = False  # declined: queued, and the consumer woken
+        queue.put_nowait(chunk(3), 3)
+        accept = True
+        queue.put_nowait(chunk(4), 4)  # the consumer is woken but has not run: 4 must queue behind 3
+        assert taken == [1, 2] and queue.depth == 2
+        await trio.sleep(0.01)
+        assert batches == [[3, 4]]
+        queue.put_notice("draining", 5)  # a notice wakes the consumer too; the next chunk queues
+        queue.put_nowait(chunk(6), 6)
+        await trio.sleep(0.01)
+        assert batches[-1] == [5, 6] and taken == [1, 2]
+        nursery.cancel_scope.cancel()

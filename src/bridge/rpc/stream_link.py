@@ -44,7 +44,11 @@ def requested_notices(metadata: object) -> frozenset[str]:
 
 
 class GrpcCloudLink:
-    """One StreamAudio call: ``first`` is its first message (already read, it carries the user id)."""
+    """One StreamAudio call: ``first`` is its first message (already read, it carries the user id).
+
+    The server reads the cloud's AudioChunks as upb messages (codec.py), not betterproto2's dataclass
+    the annotations name: the same fields, read the same way here.
+    """
 
     def __init__(
         self,
