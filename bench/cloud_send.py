@@ -26,7 +26,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
@@ -35,7 +34,7 @@ import trio
 import trio_asyncio
 from grpclib.client import Channel
 
-from bench.lib import run_on_asyncio
+from bench.lib import call_evenly, run_on_asyncio
 from bridge import aio_batching
 from bridge._gen.mentra.livekit.bridge import AudioChunk
 from bridge.cloud_queue import CloudAudioQueue
@@ -79,22 +78,11 @@ def _thread_cpu() -> float:
     return time.thread_time()
 
 
-def _produce(loop: Any, queues: list[CloudAudioQueue], rate: float, seconds: float) -> threading.Thread:
+def _produce(loop: Any, queues: list[CloudAudioQueue], rate: float, seconds: float) -> None:
     def put(queue: CloudAudioQueue) -> None:
         queue.put_nowait(CHUNK, int(time.time() * 1000))
 
-    def run() -> None:
-        period = 1.0 / rate
-        start = time.monotonic()
-        for i in range(round(rate * seconds)):
-            delay = start + i * period - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            loop.call_soon_threadsafe(put, queues[i % len(queues)])
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
+    call_evenly(rate, seconds, lambda i: loop.call_soon_threadsafe(put, queues[i % len(queues)]))
 
 
 async def _client_counts(client: subprocess.Popen[str]) -> int:

@@ -429,6 +429,25 @@ def place_on_load_core(lk: LocalLiveKitServer, measured: str) -> tuple[set[int],
     return cores
 
 
+def call_evenly(rate: float, seconds: float, call: Callable[[int], None]) -> threading.Thread:
+    """A daemon thread calling ``call(i)`` for i = 0, 1, ... ``rate`` times a second for ``seconds``,
+    evenly spaced on the schedule (a late call comes at once; the schedule does not shift): a
+    stand-in for the SDK's thread delivering packets."""
+
+    def run() -> None:
+        period = 1.0 / rate
+        start = time.monotonic()
+        for i in range(round(rate * seconds)):
+            delay = start + i * period - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            call(i)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 def run_on_asyncio(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run`` on asyncio's own loop. Once trio-asyncio is imported (``bridge`` imports it),
     ``asyncio.new_event_loop()``, so ``asyncio.run``, gives its ``SyncTrioEventLoop``: a benchmark's

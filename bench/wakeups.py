@@ -23,13 +23,12 @@ import os
 import resource
 import statistics
 import sys
-import threading
-import time
 from collections.abc import Awaitable, Callable
 
 import trio
 import trio_asyncio
 
+from bench.lib import call_evenly
 from bridge import aio_batching
 
 Schedule = Callable[[Callable[[], None]], None]
@@ -47,23 +46,6 @@ def _since(start: tuple[float, float], calls: int) -> Reading:
     return user - start[0], kernel - start[1], calls
 
 
-def _send(schedule: Schedule, rate: float, seconds: float, on_call: Callable[[], None]) -> threading.Thread:
-    """A thread that calls ``schedule(on_call)`` ``rate`` times a second for ``seconds``."""
-
-    def run() -> None:
-        period = 1.0 / rate
-        start = time.monotonic()
-        for i in range(round(rate * seconds)):
-            delay = start + i * period - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            schedule(on_call)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 class Counter:
     def __init__(self) -> None:
         self.calls = 0
@@ -79,7 +61,7 @@ async def _window(
     counter = Counter()
     start = _thread_cpu()
     if rate:
-        _send(schedule, rate, seconds, counter)
+        call_evenly(rate, seconds, lambda _i: schedule(counter))
     await sleep(seconds + 0.05)
     return _since(start, counter.calls)
 
