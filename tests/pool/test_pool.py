@@ -215,16 +215,19 @@ def test_no_participant_without_a_session_and_no_leaked_tasks(pool: Pool) -> Non
     assert counts == dict.fromkeys(pool.running(), idle)
     # The bridges have left their rooms; the LiveKit server drops the participants as they leave.
     left = _bridges_still_in_rooms(pool, within_s=10)
-    bridges_left = {room: [f"bridge-{room[5:]}"] for room in left}
-    log = pool.livekit.log_of_participants(bridges_left)
-    if pool.livekit.leaves_lost_on_the_wire(bridges_left):
+    if pool.livekit.leaves_lost_on_the_wire(_bridge_identities(left)):
         # The server never read these leaves (devserver.leave_lost_on_the_wire): its own timeout.
         print(f"the server never read the leave in {sorted(left)}; waiting for its own timeout")
         left = _bridges_still_in_rooms(pool, within_s=LOST_LEAVE_TIMEOUT_S)
     assert left == {}, (
         f"bridge participants still in rooms after every session ended: {left}\n"
-        f"the LiveKit server's log of them:\n{log}"
+        f"the LiveKit server's log of them:\n{pool.livekit.log_of_participants(_bridge_identities(left))}"
     )
+
+
+def _bridge_identities(left: dict[str, list[str]]) -> dict[str, list[str]]:
+    """room -> the identity of the bridge participant the pool's user of that room has."""
+    return {room: [f"bridge-{room[5:]}"] for room in left}
 
 
 def _bridges_still_in_rooms(pool: Pool, within_s: float) -> dict[str, list[str]]:

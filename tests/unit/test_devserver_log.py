@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from bridge.testing.devserver import LocalLiveKitServer, leave_lost_on_the_wire
+
+
+@contextmanager
+def server_that_logged(lines: list[str]) -> Iterator[LocalLiveKitServer]:
+    """A server never started, whose log file holds ``lines``: only its log readers are used."""
+    server = LocalLiveKitServer()
+    try:
+        server.log_path.write_text("\n".join(lines))
+        yield server
+    finally:
+        server.close()
 
 
 def test_a_leave_lost_on_the_wire_is_told_from_a_leave_the_server_read() -> None:
@@ -30,42 +44,30 @@ def test_a_leave_lost_on_the_wire_is_told_from_a_leave_the_server_read() -> None
 
 
 def test_log_lines_naming_keeps_one_room_when_asked() -> None:
-    server = LocalLiveKitServer()  # not started: only its log file is used
-    try:
-        server.log_path.write_text(
-            "\n".join(
-                [
-                    'participant active {"room": "room-a", "participant": "bridge-u"}',
-                    'participant active {"room": "room-b", "participant": "bridge-u"}',
-                    'participant active {"room": "room-a", "participant": "phone-u"}',
-                ]
-            )
-        )
+    with server_that_logged(
+        [
+            'participant active {"room": "room-a", "participant": "bridge-u"}',
+            'participant active {"room": "room-b", "participant": "bridge-u"}',
+            'participant active {"room": "room-a", "participant": "phone-u"}',
+        ]
+    ) as server:
         assert server.log_lines_naming(["bridge-u"]).count("\n") == 1  # both rooms
         assert server.log_lines_naming(["bridge-u"], room="room-b") == (
             'participant active {"room": "room-b", "participant": "bridge-u"}'
         )
-    finally:
-        server.close()
 
 
 def test_leaves_count_as_lost_only_when_every_participant_left_lost_its_own() -> None:
-    server = LocalLiveKitServer()  # not started: only its log file is used
-    try:
-        server.log_path.write_text(
-            "\n".join(
-                [
-                    'starting RTC session {"room": "room-a", "participant": "bridge-lost"}',
-                    'error writing to websocket {"room": "room-a", "participant": "bridge-lost"}',
-                    'starting RTC session {"room": "room-a", "participant": "bridge-stuck"}',
-                    'participant active {"room": "room-a", "participant": "bridge-stuck"}',
-                ]
-            )
-        )
+    with server_that_logged(
+        [
+            'starting RTC session {"room": "room-a", "participant": "bridge-lost"}',
+            'error writing to websocket {"room": "room-a", "participant": "bridge-lost"}',
+            'starting RTC session {"room": "room-a", "participant": "bridge-stuck"}',
+            'participant active {"room": "room-a", "participant": "bridge-stuck"}',
+        ]
+    ) as server:
         assert server.leaves_lost_on_the_wire({"room-a": ["bridge-lost"]})
         # One whose leave the server did not lose (still connected, say) is not excused by the other.
         assert not server.leaves_lost_on_the_wire({"room-a": ["bridge-lost", "bridge-stuck"]})
         assert not server.leaves_lost_on_the_wire({})
         assert "bridge-stuck" in server.log_of_participants({"room-a": ["bridge-lost", "bridge-stuck"]})
-    finally:
-        server.close()

@@ -96,6 +96,14 @@ def expected(n: int) -> AudioChunk:
     return AudioChunk(pcm_data=pcm(n), sample_rate=16000, channels=1, timestamp_ms=1000 + n, user_id="user-1")
 
 
+async def answered_once(call: Call, client: Any) -> Any:
+    """The call's first reply sent and read (it carries the headers); the server's grpclib stream."""
+    assert call.link is not None
+    call.queue.put_nowait(pcm(0), 1000)
+    assert await read(client, 1) == [expected(0)]
+    return call.link._stream
+
+
 def test_this_grpclib_is_the_one_the_shortcut_was_written_for() -> None:
     # An upgrade must look at direct_send.py again: its private state may have moved.
     assert direct_send.supported(), f"grpclib {grpclib.__version__}, not {direct_send.PATCHED_VERSION}"
@@ -105,8 +113,7 @@ async def test_a_chunk_that_finds_the_send_loop_parked_is_written_at_once_in_ord
     async with served_call() as (call, client):
         queue, link = call.queue, call.link
         assert link is not None
-        queue.put_nowait(pcm(0), 1000)  # the call's first reply carries its headers: the send loop's
-        assert await read(client, 1) == [expected(0)]
+        await answered_once(call, client)  # the call's first reply carries its headers: the send loop's
         assert link.sent_directly == 0
         for n in range(1, 4):  # one at a time, the loop parked before each
             await trio.sleep(0.01)
@@ -125,8 +132,7 @@ async def test_a_full_flow_control_window_sends_the_rest_through_the_loop_and_lo
     async with served_call() as (call, client):
         queue, link = call.queue, call.link
         assert link is not None
-        queue.put_nowait(pcm(0), 1000)
-        assert await read(client, 1) == [expected(0)]
+        await answered_once(call, client)
         # The client reads nothing now: its window (64 KiB) fills after ~20 chunks, and the next
         # ones must wait in the queue and the send loop, as without the shortcut.
         total = 2 * CLIENT_WINDOW_BYTES // 3200
@@ -141,10 +147,7 @@ async def test_a_full_flow_control_window_sends_the_rest_through_the_loop_and_lo
 
 async def test_a_call_that_has_ended_is_never_written_to_directly(aio_loop: object) -> None:
     async with served_call() as (call, client):
-        assert call.link is not None
-        queue, stream = call.queue, call.link._stream
-        queue.put_nowait(pcm(0), 1000)
-        await read(client, 1)
+        stream = await answered_once(call, client)
         await aio_as_trio(stream.send_trailing_metadata)()
         sender = direct_send.DirectSender(stream)
         assert not sender.try_send(b"x")  # grpclib would refuse too: the call has sent its trailers
@@ -153,10 +156,7 @@ async def test_a_call_that_has_ended_is_never_written_to_directly(aio_loop: obje
 
 async def test_a_transport_that_asked_writers_to_wait_is_not_written_to(aio_loop: object) -> None:
     async with served_call() as (call, client):
-        assert call.link is not None
-        queue, stream = call.queue, call.link._stream
-        queue.put_nowait(pcm(0), 1000)
-        await read(client, 1)
+        stream = await answered_once(call, client)
         stream._stream.connection.pause_writing()  # asyncio's high-water mark: grpclib's writers wait
         sender = direct_send.DirectSender(stream)
         assert not sender.try_send(b"x")
